@@ -1,0 +1,27 @@
+"""llada: LLaDA masked diffusion language models for the Hugging Face stack.
+
+`import llada` registers the model with the transformers Auto classes: `AutoConfig`, and `AutoModel`,
+`AutoModelForMaskedLM` and `AutoModelForCausalLM` (all resolve to `LLaDAModelLM`, as in the published checkpoints).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+
+from .configuration_llada import LLaDAConfig
+from .masking_llada import MASK_EPS
+from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+
+__version__ = "0.1.0"
+
+AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
+for _auto in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):
+    _auto.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+
+__all__ = [
+    "MASK_EPS",
+    "LLaDAConfig",
+    "LLaDAKVCache",
+    "LLaDAModel",
+    "LLaDAModelLM",
+    "LLaDAPreTrainedModel",
+    "__version__",
+]

@@ -1,0 +1,492 @@
+"""The LLaDA network: a Llama-style Transformer with bidirectional attention.
+
+What differs from `transformers`' Llama: no causal mask (every query sees every non-padding key), the published
+OLMo parameter names (`model.transformer.blocks.{i}.q_proj`, `ff_proj` = gate, `ff_out` = down projection and,
+at the top level, the LM head), RoPE applied in float32, logits at position i predict token i (no shift), and an
+optional head restricted to the positions that need it (`logits_to_keep`), since a diffusion step or a training
+step needs logits only at a few positions of a 126k vocabulary.
+
+A `LLaDAKVCache` holds the keys/values of a whole sequence; a forward pass given one and a contiguous window of
+positions (`cache_position`) recomputes only that window and attends to the cached keys elsewhere. Generation
+builds its prefix and dual caches on this.
+
+Hub core: copied next to saved weights; imports only torch, transformers and its sibling files.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_llada import LLaDAConfig
+from .generation_llada import LLaDAGenerationMixin
+from .likelihood_llada import LLaDALikelihoodMixin
+
+
+class LLaDARMSNorm(nn.Module):
+    """RMS norm computed in float32, cast back to the input dtype, then scaled (the published order)."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}"
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, float32, shape (B or 1, T, head_dim) in the half-split layout.
+
+    Computed from the positions on every call (no buffer): cheap, and nothing to re-initialise after a meta-device
+    load.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, full_precision: bool) -> torch.Tensor:
+    """Rotate x (B, H, T, hd); in float32 when `full_precision` (the published `rope_full_precision`)."""
+    dtype = x.dtype
+    if full_precision:
+        x = x.float()
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd)
+    return (x * cos + rotate_half(x) * sin).to(dtype)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, Hkv, T, hd) -> (B, Hkv * n_rep, T, hd)."""
+    if n_rep == 1:
+        return x
+    b, h, t, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Plain attention with a float32 softmax; `attention_mask` is additive, broadcastable to (B, H, Tq, Tk)."""
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Tq, Tk)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()  # (B, Tq, H, hd)
+    return out, probs
+
+
+def attention_function(implementation: str):
+    if implementation in (None, "eager"):
+        return eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[implementation]
+
+
+def padding_mask_for(implementation: str, attention_mask: torch.Tensor | None, q_len: int, dtype: torch.dtype):
+    """The padding mask in the form the attention backend wants. `attention_mask` is (B, Tk), 1 = real token.
+
+    Keys at padding are hidden from every query; queries at padding are still computed (as in the published
+    code). Flash attention takes the 2D mask itself; sdpa a boolean (B, 1, 1, Tk); eager an additive float mask;
+    flex an additive (B, 1, Tq, Tk) score mask.
+    """
+    if attention_mask is None:
+        return None
+    if implementation is not None and implementation.startswith(("flash_attention", "kernels-community")):
+        return attention_mask
+    keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+    if implementation == "sdpa":
+        return keep
+    additive = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+    if implementation == "flex_attention":
+        return additive.expand(-1, -1, q_len, -1)
+    return additive
+
+
+class LLaDAKVCache:
+    """Keys/values (after RoPE) of every position of a sequence, per layer: lists of (B, Hkv, T, hd) tensors.
+
+    Made by a forward pass with `use_cache=True`. A later forward pass given this cache and a window
+    `cache_position = arange(start, end)` computes the window only, and each layer attends to
+    `cat(cached[:start], window, cached[end:])`. The cache is never modified in place.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys = keys
+        self.values = values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.keys[layer_idx].shape[2]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def splice(self, layer_idx: int, start: int, key: torch.Tensor, value: torch.Tensor):
+        """The full-length keys and values of a layer with positions [start, start + window) replaced."""
+        end = start + key.shape[2]
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        if start == 0 and end == k.shape[2]:
+            return key, value
+        return (
+            torch.cat((k[:, :, :start], key, k[:, :, end:]), dim=2),
+            torch.cat((v[:, :, :start], value, v[:, :, end:]), dim=2),
+        )
+
+    def reorder(self, index: torch.Tensor) -> "LLaDAKVCache":
+        """A cache for the rows `index` of the batch."""
+        return LLaDAKVCache([k[index] for k in self.keys], [v[index] for v in self.values])
+
+
+class LLaDABlock(GradientCheckpointingLayer):
+    """Pre-norm block: h = x + attn_out(Attn(attn_norm(x))); y = h + ff_out(silu(ff_proj(n)) * up_proj(n))."""
+
+    def __init__(self, config: LLaDAConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.n_heads // config.n_kv_heads
+        self.scaling = self.head_dim**-0.5
+        # sdpa reads a missing attribute as causal: LLaDA never is.
+        self.is_causal = False
+        d, hd = config.d_model, config.head_dim
+        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, config.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=False)
+        self.attn_out = nn.Linear(config.n_heads * hd, d, bias=False)
+        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_size, bias=False)
+        self.up_proj = nn.Linear(d, config.mlp_size, bias=False)
+        self.ff_out = nn.Linear(config.mlp_size, d, bias=False)
+        self.dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: LLaDAKVCache | None = None,
+        window_start: int = 0,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = hidden_states.shape
+        x = self.attn_norm(hidden_states)
+        q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        cos, sin = position_embeddings
+        q = apply_rotary(q, cos, sin, self.config.rope_full_precision)
+        k = apply_rotary(k, cos, sin, self.config.rope_full_precision)
+        if past_key_values is not None:
+            k, v = past_key_values.splice(self.layer_idx, window_start, k, v)  # (B, Hkv, Tk, hd)
+        attend = attention_function(self.config._attn_implementation)
+        attn, _ = attend(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+            **kwargs,
+        )
+        attn = attn.reshape(b, t, -1).contiguous()  # (B, T, H * hd)
+        h = hidden_states + self.dropout(self.attn_out(attn))
+        n = self.ff_norm(h)
+        y = h + self.dropout(self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n)))
+        return y, k, v
+
+
+@dataclass
+class LLaDAModelOutput(ModelOutput):
+    """
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`): after `ln_f`.
+    past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: LLaDAKVCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class LLaDAOutput(ModelOutput):
+    """
+    logits (`torch.FloatTensor`): `(batch_size, sequence_length, vocab)`, or only the positions selected by
+        `logits_to_keep` (see `LLaDAModelLM.forward`). Position i predicts token i (no shift).
+    past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    """
+
+    logits: torch.FloatTensor | None = None
+    past_key_values: LLaDAKVCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    config_class = LLaDAConfig
+    config: LLaDAConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LLaDABlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+
+class LLaDAModel(LLaDAPreTrainedModel):
+    """The published `LLaDAModel`: `transformer.{wte, blocks, ln_f, ff_out}`. Returns the final hidden states;
+    the LM head `transformer.ff_out` lives here (that is where published checkpoints keep it) and is applied by
+    `LLaDAModelLM`."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        modules = {
+            "wte": nn.Embedding(config.padded_vocab_size, config.d_model),
+            "emb_drop": nn.Dropout(config.embedding_dropout),
+            "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
+            "ln_f": LLaDARMSNorm(config.d_model, config.rms_norm_eps),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+        self.transformer = nn.ModuleDict(modules)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.transformer.wte = value
+
+    def head_weight(self) -> torch.Tensor:
+        """The (V, d) LM head matrix: `ff_out`, or the embedding matrix when the weights are tied."""
+        return self.transformer.wte.weight if self.config.weight_tying else self.transformer.ff_out.weight
+
+    def _check_inputs(self, input_ids, inputs_embeds, attention_mask, total_len, validate_inputs):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("LLaDA: pass exactly one of input_ids or inputs_embeds.")
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if ref.dim() != (2 if input_ids is not None else 3):
+            raise ValueError(
+                f"LLaDA: input_ids must have shape (batch, sequence), got {tuple(ref.shape)}; add a batch dimension "
+                "with input_ids[None]."
+            )
+        if total_len > self.config.max_sequence_length:
+            raise ValueError(
+                f"LLaDA: sequence length {total_len} exceeds max_sequence_length "
+                f"({self.config.max_sequence_length}); shorten the input or the canvas."
+            )
+        if attention_mask is not None and tuple(attention_mask.shape) != (ref.shape[0], total_len):
+            raise ValueError(
+                f"LLaDA: attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, sequence) = "
+                f"({ref.shape[0]}, {total_len}), with 1 for real tokens and 0 for padding."
+            )
+        if validate_inputs and input_ids is not None and input_ids.numel() > 0:
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            size = self.config.padded_vocab_size
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"LLaDA: token id {bad} is outside the vocabulary [0, {size}); check that the tokenizer matches "
+                    "the model."
+                )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        past_key_values: LLaDAKVCache | None = None,
+        use_cache: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        validate_inputs: bool = True,
+        **kwargs,
+    ) -> LLaDAModelOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids; masked positions hold `config.mask_token_id`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, total_length)`, *optional*):
+                1 for tokens, 0 for (left) padding. Padding keys are hidden from every query. With a cache,
+                `total_length` is the full cached length.
+            position_ids (`torch.LongTensor`, *optional*):
+                Rotary positions; defaults to `cache_position`, or `0..T-1`.
+            past_key_values (`LLaDAKVCache`, *optional*):
+                Keys/values of the whole sequence; the input is then the window `cache_position` of it.
+            use_cache (`bool`, *optional*):
+                Return the keys/values of the whole sequence as `past_key_values`.
+            cache_position (`torch.LongTensor`, *optional*):
+                Contiguous positions `start..end-1` of the input inside the cached sequence.
+            validate_inputs (`bool`, *optional*, defaults to `True`):
+                Check that the ids are inside the vocabulary (one host sync). Hot loops that validated their
+                input once pass `False`.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        window = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
+        window_start = 0
+        if past_key_values is not None:
+            if cache_position is None:
+                raise ValueError(
+                    "LLaDA: past_key_values needs cache_position, the positions (start..end-1) of the input inside "
+                    "the cached sequence."
+                )
+            window_start = int(cache_position[0])
+            total_len = past_key_values.get_seq_length()
+            if window_start + window > total_len:
+                raise ValueError(
+                    f"LLaDA: cache_position {window_start}..{window_start + window - 1} runs past the cached "
+                    f"length {total_len}."
+                )
+        else:
+            total_len = window
+        self._check_inputs(input_ids, inputs_embeds, attention_mask, total_len, validate_inputs)
+
+        x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        x = self.transformer.emb_drop(x)  # (B, T, d)
+        if position_ids is None:
+            position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
+        position_embeddings = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
+
+        hidden_states = (x,) if output_hidden_states else None
+        keys, values = [], []
+        for block in self.transformer.blocks:
+            x, k, v = block(
+                x,
+                position_embeddings,
+                mask,
+                past_key_values=past_key_values,
+                window_start=window_start,
+                **kwargs,
+            )
+            if use_cache:
+                keys.append(k)
+                values.append(v)
+            if output_hidden_states:
+                hidden_states += (x,)
+        x = self.transformer.ln_f(x)
+        cache = LLaDAKVCache(keys, values) if use_cache else None
+        if not return_dict:
+            return tuple(v for v in (x, cache, hidden_states) if v is not None)
+        return LLaDAModelOutput(last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states)
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMixin):
+    """LLaDA with its LM head: what `AutoModel`, `AutoModelForMaskedLM` and `AutoModelForCausalLM` load.
+
+    `forward` returns `logits`; `generate` runs the reverse diffusion process; `log_likelihood` estimates
+    log p(answer | prompt) with the Monte Carlo bound.
+    """
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return None if self.config.weight_tying else self.model.transformer.ff_out
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.model.transformer.ff_out = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        past_key_values: LLaDAKVCache | None = None,
+        use_cache: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | slice | torch.Tensor | None = None,
+        validate_inputs: bool = True,
+        **kwargs,
+    ) -> LLaDAOutput | tuple:
+        r"""
+        Arguments are those of `LLaDAModel.forward`, plus:
+
+            logits_to_keep (`int`, `slice` or `torch.Tensor`, *optional*):
+                Where to apply the LM head. `None`: every position, logits `(B, T, V)`. An `int` n: the last n
+                positions, `(B, n, V)`. A `slice` or 1D index tensor over the sequence: those positions,
+                `(B, k, V)`. A boolean tensor `(B, T)`: the selected positions of every row, flattened in row-major
+                order, `(N, V)`; training uses it to compute logits only at masked positions.
+
+        Example:
+
+        ```python
+        >>> out = model(input_ids)            # out.logits: (B, T, V)
+        >>> out.logits.argmax(-1)             # prediction for every position (masked ones are what matters)
+        ```
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            cache_position=cache_position,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            validate_inputs=validate_inputs,
+            **kwargs,
+        )
+        h = out.last_hidden_state  # (B, T, d)
+        if logits_to_keep is None:
+            pass
+        elif isinstance(logits_to_keep, int):
+            h = h[:, -logits_to_keep:] if logits_to_keep > 0 else h
+        elif isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+            if logits_to_keep.shape != h.shape[:2]:
+                raise ValueError(
+                    f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
+                    f"{tuple(logits_to_keep.shape)}."
+                )
+            h = h[logits_to_keep]  # (N, d)
+        else:
+            h = h[:, logits_to_keep]
+        logits = F.linear(h, self.model.head_weight())
+        if not return_dict:
+            return tuple(v for v in (logits, out.past_key_values, out.hidden_states) if v is not None)
+        return LLaDAOutput(logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states)
+
+
+__all__ = ["LLaDAKVCache", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]
