@@ -13,6 +13,8 @@ builds its prefix and dual caches on this.
 Hub core: copied next to saved weights; imports only torch, transformers and its sibling files.
 """
 
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -242,6 +244,34 @@ class LLaDAOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+#: The files that travel with a checkpoint so that `trust_remote_code=True` loads it without this package.
+HUB_CORE_FILES = (
+    "configuration_llada.py",
+    "modeling_llada.py",
+    "generation_llada.py",
+    "masking_llada.py",
+    "likelihood_llada.py",
+)
+AUTO_MAP = {
+    "AutoConfig": "configuration_llada.LLaDAConfig",
+    "AutoModel": "modeling_llada.LLaDAModelLM",
+    "AutoModelForMaskedLM": "modeling_llada.LLaDAModelLM",
+    "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM",
+}
+
+
+def copy_hub_core_files(save_directory: str | os.PathLike) -> list[str]:
+    """Copy the hub-core code files next to a checkpoint; returns the written paths."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    written = []
+    for name in HUB_CORE_FILES:
+        target = os.path.join(save_directory, name)
+        if os.path.abspath(os.path.join(here, name)) != os.path.abspath(target):
+            shutil.copyfile(os.path.join(here, name), target)
+        written.append(target)
+    return written
+
+
 class LLaDAPreTrainedModel(PreTrainedModel):
     config_class = LLaDAConfig
     config: LLaDAConfig
@@ -254,6 +284,20 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus `auto_map` in `config.json` and the hub-core code files, so that
+        `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where `llada` is not installed. The keys
+        and config fields stay those of the published checkpoints."""
+        if kwargs.get("push_to_hub"):
+            raise ValueError(
+                "LLaDA: save_pretrained(push_to_hub=True) would upload before the code files are written; call "
+                "model.push_to_hub(repo_id) instead."
+            )
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            copy_hub_core_files(save_directory)
 
 
 class LLaDAModel(LLaDAPreTrainedModel):
