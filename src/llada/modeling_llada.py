@@ -330,14 +330,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         return self.transformer.wte.weight if self.config.weight_tying else self.transformer.ff_out.weight
 
     def _check_inputs(self, input_ids, inputs_embeds, attention_mask, total_len, validate_inputs):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("LLaDA: pass exactly one of input_ids or inputs_embeds.")
         ref = input_ids if input_ids is not None else inputs_embeds
-        if ref.dim() != (2 if input_ids is not None else 3):
-            raise ValueError(
-                f"LLaDA: input_ids must have shape (batch, sequence), got {tuple(ref.shape)}; add a batch dimension "
-                "with input_ids[None]."
-            )
         if total_len > self.config.max_sequence_length:
             raise ValueError(
                 f"LLaDA: sequence length {total_len} exceeds max_sequence_length "
@@ -395,6 +388,14 @@ class LLaDAModel(LLaDAPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("LLaDA: pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None and input_ids.dim() != 2 or inputs_embeds is not None and inputs_embeds.dim() != 3:
+            shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape)
+            raise ValueError(
+                f"LLaDA: input_ids must have shape (batch, sequence), got {shape}; add a batch dimension with "
+                "input_ids[None]."
+            )
         window = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
         window_start = 0
         if past_key_values is not None:

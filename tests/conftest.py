@@ -1,0 +1,49 @@
+"""Shared fixtures: the published-format tiny checkpoint and its reference outputs, and a tiny random config."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXTURE_DIR = Path(__file__).parent / "fixtures" / "official-llada-tiny"
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    return torch.load(FIXTURE_DIR / "reference.pt", weights_only=True)
+
+
+@pytest.fixture
+def official_model():
+    from llada import LLaDAModelLM
+
+    return LLaDAModelLM.from_pretrained(FIXTURE_DIR).eval()
+
+
+def tiny_config(**overrides):
+    """A small random LLaDA config (the fixture's special ids) for tests that need no reference numbers."""
+    from llada import LLaDAConfig
+
+    values = dict(
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=2,
+        n_layers=2,
+        mlp_hidden_size=48,
+        vocab_size=100,
+        embedding_size=104,
+        max_sequence_length=64,
+        mask_token_id=99,
+        eos_token_id=98,
+        pad_token_id=98,
+    )
+    values.update(overrides)
+    return LLaDAConfig(**values)
