@@ -152,7 +152,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.gradient_checkpointing_enable()
     assert model.model.transformer.blocks[0].gradient_checkpointing
     checkpointed = grads()
-    for a, b in zip(plain, checkpointed):
+    for a, b in zip(plain, checkpointed, strict=True):
         torch.testing.assert_close(a, b)
 
 

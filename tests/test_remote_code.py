@@ -74,7 +74,7 @@ def test_trust_remote_code_without_llada(tmp_path, fixture_dir):
 def test_published_auto_map_loads_with_our_code(tmp_path, fixture_dir):
     """The published config's auto_map names the same modules and classes as ours."""
     published = json.loads((fixture_dir / "config.json").read_text())["auto_map"]
-    for auto, target in published.items():
+    for target in published.values():
         module, cls = target.split(".")
         assert (SRC / f"{module}.py").exists()
         assert f"class {cls}(" in (SRC / f"{module}.py").read_text()

@@ -233,9 +233,7 @@ class LLaDAConfig(PretrainedConfig):
                     "LLaDA architecture."
                 )
         if self.d_model % self.n_heads != 0:
-            raise ValueError(
-                f"LLaDAConfig: d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})."
-            )
+            raise ValueError(f"LLaDAConfig: d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
         if self.n_heads % self.n_kv_heads != 0:
             raise ValueError(
                 f"LLaDAConfig: n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})."

@@ -54,7 +54,8 @@ def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> t
     Computed from the positions on every call (no buffer): cheap, and nothing to re-initialise after a meta-device
     load.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
+    inv_freq = 1.0 / (theta**exponents)
     freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
     return emb.cos(), emb.sin()
