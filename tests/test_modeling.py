@@ -12,7 +12,7 @@ CASES = ["logits_plain", "logits_masked", "logits_padded"]
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flex_attention"])
 def test_reproduces_reference_logits(fixture_dir, reference, case, attn):
     model = LLaDAModelLM.from_pretrained(fixture_dir, attn_implementation=attn).eval()
     data = reference[case]

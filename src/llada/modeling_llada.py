@@ -107,19 +107,26 @@ def padding_mask_for(implementation: str, attention_mask: torch.Tensor | None, q
 
     Keys at padding are hidden from every query; queries at padding are still computed (as in the published
     code). Flash attention takes the 2D mask itself; sdpa a boolean (B, 1, 1, Tk); eager an additive float mask;
-    flex an additive (B, 1, Tq, Tk) score mask.
+    flex a `BlockMask`.
     """
     if attention_mask is None:
         return None
     if implementation is not None and implementation.startswith(("flash_attention", "kernels-community")):
         return attention_mask
+    if implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        keys_kept = attention_mask.bool()  # (B, Tk)
+
+        def keep_real_keys(b, h, q, kv):
+            return keys_kept[b, kv]
+
+        batch, key_len = keys_kept.shape
+        return create_block_mask(keep_real_keys, batch, None, q_len, key_len, device=keys_kept.device)
     keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
     if implementation == "sdpa":
         return keep
-    additive = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
-    if implementation == "flex_attention":
-        return additive.expand(-1, -1, q_len, -1)
-    return additive
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
 class LLaDAKVCache:
