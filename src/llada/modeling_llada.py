@@ -291,7 +291,6 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = True
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `auto_map` in `config.json` and the hub-core code files, so that
@@ -387,7 +386,8 @@ class LLaDAModel(LLaDAPreTrainedModel):
             use_cache (`bool`, *optional*):
                 Return the keys/values of the whole sequence as `past_key_values`.
             cache_position (`torch.LongTensor`, *optional*):
-                Contiguous positions `start..end-1` of the input inside the cached sequence.
+                Contiguous positions `start..end-1` of the input inside the cached sequence. Only its first entry is
+                read (as a Python int): keep it on the CPU to avoid a device sync.
             validate_inputs (`bool`, *optional*, defaults to `True`):
                 Check that the ids are inside the vocabulary (one host sync). Hot loops that validated their
                 input once pass `False`.
