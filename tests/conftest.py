@@ -7,6 +7,8 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread: the suite's tensors are tiny, and on a shared 2-core machine extra threads only contend.
+torch.set_num_threads(1)
 
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "official-llada-tiny"
 

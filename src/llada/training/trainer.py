@@ -1,0 +1,251 @@
+"""`LLaDATrainer`: `Trainer` with the masked-diffusion loss of LLaDA (DESIGN.md section 5).
+
+Batch contract: `input_ids` (B, L) and `labels` (B, L); `labels == -100` marks positions that are never masked
+(the SFT prompt), every other position is maskable and supervised. Per row b the forward process draws
+p_b = (1 - eps) t_b + eps with t_b ~ U(0, 1) and masks each maskable token with probability p_b; the loss is
+
+    loss = (1 / B) sum_b [ sum over masked positions i of b of CE(logits_i, x0_i) / p_b ] / |answer_b|
+
+with |answer_b| the number of maskable positions of row b (L in pretraining, the response plus its EOS padding in
+SFT). B counts the rows of the whole optimizer step: every micro-batch of the gradient accumulation on every
+process, so the gradient is the same whatever the split (`get_batch_samples` counts them, `compute_loss` divides by
+that count). The masks are drawn on the training device from a generator seeded by (seed, optimizer step,
+micro-batch, process), so a resumed run draws the masks the uninterrupted run would have drawn.
+
+The LM head runs only at the masked positions (`logits_to_keep=<bool mask>`), and the cross-entropy is computed in
+float32 chunk by chunk without materialising a float32 copy of the (N, V) logits.
+"""
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from ..masking_llada import MASK_EPS, diffusion_loss_sum, forward_mask, sample_mask_probability
+from .collators import IGNORE_INDEX
+
+#: Rows of logits upcast to float32 at a time by the cross-entropy (bounds its temporary memory).
+CROSS_ENTROPY_CHUNK = 4096
+
+
+class _Float32CrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy of low-precision logits computed in float32, saving only the logits for backward."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)  # (N,)
+        for s in range(0, logits.shape[0], CROSS_ENTROPY_CHUNK):
+            lse[s : s + CROSS_ENTROPY_CHUNK] = torch.logsumexp(logits[s : s + CROSS_ENTROPY_CHUNK].float(), dim=-1)
+        nll = lse - logits.gather(1, target[:, None]).squeeze(1).float()
+        ctx.save_for_backward(logits, target, lse)
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll: torch.Tensor):
+        logits, target, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], CROSS_ENTROPY_CHUNK):
+            e = min(s + CROSS_ENTROPY_CHUNK, logits.shape[0])
+            g = (logits[s:e].float() - lse[s:e, None]).exp_()  # softmax, (n, V)
+            g[torch.arange(e - s, device=g.device), target[s:e]] -= 1.0
+            grad[s:e] = (g * grad_nll[s:e, None]).to(grad.dtype)
+        return grad, None
+
+
+def cross_entropy_float32(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N,) cross-entropy of (N, V) logits against (N,) targets, in float32 whatever the logits' dtype."""
+    if logits.dtype == torch.float32:
+        return F.cross_entropy(logits, target, reduction="none")
+    return _Float32CrossEntropy.apply(logits, target)
+
+
+def masked_diffusion_loss_sum(
+    model,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    masked: torch.Tensor,
+    p: torch.Tensor,
+    mask_token_id: int,
+    attention_mask: torch.Tensor | None = None,
+    validate_inputs: bool = True,
+) -> torch.Tensor:
+    """sum_b [ sum over masked i of b of CE / p_b ] / |answer_b| for given masks (divide by the rows for the loss).
+
+    Args:
+        model: an `LLaDAModelLM` (or a wrapper of it: DDP, FSDP, peft) called as
+            `model(input_ids=..., logits_to_keep=<(B, L) bool>)`.
+        input_ids (`torch.LongTensor` of shape `(B, L)`): the clean tokens x0.
+        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be masked (|answer_b| = row sums).
+        masked (`torch.BoolTensor` of shape `(B, L)`): the positions the forward process masked (within maskable).
+        p (`torch.Tensor` of shape `(B,)`): each row's masking probability.
+        mask_token_id (`int`): written at the masked positions.
+    """
+    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
+    logits = model(
+        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs
+    ).logits  # (N, V): masked positions only, row-major
+    batch, length = input_ids.shape
+    row_of_token = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length)[masked]  # (N,)
+    token_nll = cross_entropy_float32(logits, input_ids[masked])  # (N,)
+    return diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (deterministic, unlike `hash`)."""
+    seed = 0x9E3779B97F4A7C15
+    for part in parts:
+        seed = ((seed ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3) & 0x7FFFFFFFFFFFFFFF
+    return seed
+
+
+class LLaDATrainer(Trainer):
+    """`Trainer` for LLaDA pretraining and SFT: `compute_loss` applies the forward process (masking) on the training
+    device and returns the diffusion loss of DESIGN.md section 5; evaluation reports the same bound as `eval_loss`
+    (mean over sequences of the per-token-normalised bound, with masks drawn from a fixed seed so that evaluations
+    are comparable).
+
+    Use with `LLaDATrainingArguments` and a collator of `llada.training` (or any collator producing `input_ids`
+    and `labels` with -100 on never-masked positions).
+
+    Example:
+
+    ```python
+    >>> from llada.training import LLaDATrainer, LLaDATrainingArguments, LLaDAPretrainingCollator
+    >>> args = LLaDATrainingArguments(output_dir="out", per_device_train_batch_size=8, max_steps=1000)
+    >>> trainer = LLaDATrainer(model=model, args=args, train_dataset=dataset,
+    ...                        data_collator=LLaDAPretrainingCollator(tokenizer, max_length=512))
+    >>> trainer.train()
+    ```
+    """
+
+    # compute_loss normalises by the rows of the whole accumulated batch itself (transformers >= 5.18 reads this).
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # transformers < 5.18 decides from this flag (with num_items_in_batch, which get_batch_samples always gives)
+        # that the loss is already scaled for gradient accumulation.
+        self.model_accepts_loss_kwargs = True
+        if self.args.n_gpu > 1:
+            raise ValueError(
+                f"LLaDATrainer does not support torch.nn.DataParallel (n_gpu = {self.args.n_gpu}); launch one process "
+                "per GPU with `accelerate launch` or `torchrun` (DDP/FSDP) instead."
+            )
+        self._mask_step = (-1, 0)  # (optimizer step, micro-batches drawn in it)
+        self._eval_batches = 0
+        self._inputs_validated = False
+
+    # ---- options -------------------------------------------------------------------------------------------------
+
+    def _option(self, name: str, default):
+        return getattr(self.args, name, default)
+
+    @property
+    def mask_token_id(self) -> int:
+        token_id = self._option("mask_token_id", None)
+        if token_id is None:
+            config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+            token_id = getattr(config, "mask_token_id", None)
+        if token_id is None:
+            raise ValueError(
+                "No mask token id: set LLaDATrainingArguments(mask_token_id=...) or config.mask_token_id."
+            )
+        return int(token_id)
+
+    # ---- the accumulated batch size ------------------------------------------------------------------------------
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """The micro-batches of one optimizer step and the number of rows they hold on all processes together."""
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        rows = torch.tensor(sum(len(batch["input_ids"]) for batch in batch_samples), device=device)
+        if self.args.world_size > 1:
+            rows = self.accelerator.gather(rows).sum()
+        return batch_samples, rows
+
+    # ---- masks ---------------------------------------------------------------------------------------------------
+
+    def _mask_seed(self, training: bool) -> int:
+        """Seed of this micro-batch's masks: from (seed, optimizer step, micro-batch, process), or from (seed, eval
+        batch) in evaluation, so that a resumed run or a repeated evaluation draws the same masks."""
+        if not training:
+            self._eval_batches += 1
+            return _mix_seed(self.args.seed, -1, self._eval_batches, self.args.process_index)
+        step, micro = self._mask_step
+        micro = micro + 1 if step == self.state.global_step else 0
+        self._mask_step = (self.state.global_step, micro)
+        return _mix_seed(self.args.seed, self.state.global_step, micro, self.args.process_index)
+
+    def sample_masks(
+        self, input_ids: torch.Tensor, maskable: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward process: p (B,) per row and the (B, L) bool masked positions (within `maskable`).
+
+        Override to use other masks (tests fix them to compare runs)."""
+        eps = self._option("mask_eps", MASK_EPS)
+        p = sample_mask_probability(input_ids.shape[0], device=input_ids.device, generator=generator, eps=eps)
+        masked = forward_mask(input_ids.shape, p, maskable, generator=generator)
+        return masked, p
+
+    def _maybe_cut_length(self, inputs: dict, generator: torch.Generator) -> dict:
+        """With probability `random_length_prob`, cut a pretraining batch (no prompt positions) to a random length in
+        [1, L]. The draw is on the CPU, so it costs no device sync unless it fires."""
+        prob = self._option("random_length_prob", 0.0)
+        if prob <= 0 or torch.rand((), generator=generator).item() >= prob:
+            return inputs
+        length = int(torch.randint(1, inputs["input_ids"].shape[1] + 1, (), generator=generator))
+        labels = inputs.get("labels")
+        if labels is not None and bool((labels == IGNORE_INDEX).any()):
+            return inputs  # SFT: cutting would drop responses
+        return {k: v[:, :length] if torch.is_tensor(v) and v.dim() == 2 else v for k, v in inputs.items()}
+
+    # ---- loss ----------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """The diffusion loss of this micro-batch, scaled so that the micro-batches and processes of one optimizer
+        step add up to the loss of the whole step (`num_items_in_batch` = its rows on all processes)."""
+        training = model.training
+        seed = self._mask_seed(training)
+        input_ids = inputs["input_ids"]
+        if training:
+            inputs = self._maybe_cut_length(inputs, torch.Generator().manual_seed(seed))
+            input_ids = inputs["input_ids"]
+        labels = inputs.get("labels")
+        maskable = labels != IGNORE_INDEX if labels is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+        masked, p = self.sample_masks(input_ids, maskable, generator)
+        loss_sum = masked_diffusion_loss_sum(
+            model,
+            input_ids,
+            maskable,
+            masked,
+            p,
+            self.mask_token_id,
+            attention_mask=inputs.get("attention_mask"),
+            validate_inputs=not self._inputs_validated,
+        )
+        self._inputs_validated = True
+        if training and num_items_in_batch is not None:
+            # Gradients are averaged over processes (DDP/FSDP): scale back up so the step's gradient is that of
+            # (sum over all rows) / (all rows).
+            loss = loss_sum * self.accelerator.num_processes / num_items_in_batch
+        else:
+            loss = loss_sum / input_ids.shape[0]
+        return (loss, {"masked": masked, "p": p}) if return_outputs else loss
+
+    def evaluation_loop(self, *args, **kwargs):
+        self._eval_batches = 0  # every evaluation draws the same masks
+        return super().evaluation_loop(*args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        """Evaluation: the loss bound of the batch (mean over its rows); no logits are returned."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_sum"]
