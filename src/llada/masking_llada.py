@@ -109,6 +109,49 @@ def mask_exact_counts(
     return ranks < counts[:, None]
 
 
+def systematic_mask_counts(
+    answer_length: int, num_rows: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(num_rows,) int64 counts in 1..L, sorted: l_j = ceil((j + 1 - u) L / n), u ~ U(0, 1).
+
+    Systematic sampling of the diffusion time t ~ U(0, 1] (l = ceil(t L)): the average over the rows of any function
+    of l is an unbiased estimate of its mean over l ~ U{1..L}, and every count appears n / L times (up to one).
+    """
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    t = (torch.arange(num_rows, dtype=torch.float64) + 1 - u) / num_rows  # (n,) in (0, 1]
+    return torch.ceil(t * answer_length).long().clamp_(1, answer_length)
+
+
+def tiled_exact_masks(counts: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, length) bool: row j masks counts[j] positions; the rows of each count tile random permutations.
+
+    The rows of count l take consecutive runs of l positions from a stream of passes over the positions, each pass
+    a fresh uniformly random permutation; a row that straddles two passes takes the rest of the old pass and the
+    first new positions it does not already hold (the skipped ones stay in the new pass for the next rows). So the
+    rows of a count mask every position equally often (up to one pass), and since the construction commutes with
+    any relabelling of the positions, each row is marginally a uniformly random l-subset: estimators that are
+    unbiased with independent masks stay unbiased.
+
+    Args:
+        counts: (n,) int64 counts in 1..length.
+    """
+    masked = torch.zeros(counts.shape[0], length, dtype=torch.bool)
+    for count in counts.unique().tolist():
+        remaining: list[int] = []  # positions of the current pass not yet masked, in pass order
+        for row in (counts == count).nonzero()[:, 0].tolist():
+            chosen = remaining[:count]
+            remaining = remaining[count:]
+            if len(chosen) < count:
+                held = set(chosen)
+                fresh = torch.randperm(length, generator=generator).tolist()
+                new = [p for p in fresh if p not in held][: count - len(chosen)]
+                taken = set(new)
+                remaining = [p for p in fresh if p not in taken]
+                chosen += new
+            masked[row, chosen] = True
+    return masked
+
+
 __all__ = [
     "MASK_EPS",
     "diffusion_loss_sum",
@@ -118,4 +161,6 @@ __all__ = [
     "num_transfer_tokens",
     "sample_mask_probability",
     "stratified_mask_counts",
+    "systematic_mask_counts",
+    "tiled_exact_masks",
 ]
