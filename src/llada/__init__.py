@@ -2,13 +2,22 @@
 
 `import llada` registers the model with the transformers Auto classes: `AutoConfig`, and `AutoModel`,
 `AutoModelForMaskedLM` and `AutoModelForCausalLM` (all resolve to `LLaDAModelLM`, as in the published checkpoints).
+Training lives in `llada.training`, evaluation in `llada.evaluation`, publishing in `llada.hub`.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from .configuration_llada import LLaDAConfig
+from .generation_llada import (
+    LLaDAGenerateOutput,
+    LLaDAGenerationConfig,
+    decode_generation,
+    register_remasking,
+    strip_after_eos,
+)
 from .masking_llada import MASK_EPS
 from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
 __version__ = "0.1.0"
 
@@ -19,9 +28,16 @@ for _auto in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):
 __all__ = [
     "MASK_EPS",
     "LLaDAConfig",
+    "LLaDADiffusionStreamer",
+    "LLaDAGenerateOutput",
+    "LLaDAGenerationConfig",
     "LLaDAKVCache",
     "LLaDAModel",
     "LLaDAModelLM",
     "LLaDAPreTrainedModel",
+    "LLaDATerminalStreamer",
     "__version__",
+    "decode_generation",
+    "register_remasking",
+    "strip_after_eos",
 ]
