@@ -15,11 +15,14 @@ from .generation_llada import (
     register_remasking,
     strip_after_eos,
 )
+from .hub import push_to_hub as _push_to_hub
 from .masking_llada import MASK_EPS
 from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
 from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
 __version__ = "0.1.0"
+
+LLaDAPreTrainedModel.push_to_hub_function = _push_to_hub
 
 AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
 for _auto in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):

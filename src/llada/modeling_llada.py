@@ -292,6 +292,19 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    #: Set by `import llada` to `llada.hub.push_to_hub` (model card, tokenizer, code files, one commit). Code loaded
+    #: with trust_remote_code leaves it None and falls back to transformers' `push_to_hub`, which uploads what
+    #: `save_pretrained` writes (weights, config with auto_map, code files, generation config).
+    push_to_hub_function = None
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Publish weights, code files, generation config, the tokenizer (`tokenizer=`) and a model card in one
+        commit (see `llada.hub.push_to_hub` for the arguments)."""
+        push = LLaDAPreTrainedModel.push_to_hub_function
+        if push is None:
+            return super().push_to_hub(repo_id, **kwargs)
+        return push(self, repo_id, **kwargs)
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `auto_map` in `config.json` and the hub-core code files, so that
         `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where `llada` is not installed. The keys

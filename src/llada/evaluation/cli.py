@@ -88,7 +88,7 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
 
     ppl = commands.add_parser("ppl", help="bound-based perplexity of a text file")
-    ppl.add_argument("--model", required=True, help="model folder or Hub id")
+    ppl.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded demo model)")
     ppl.add_argument("--data", required=True, help="a text file, or a .jsonl file with a 'text' field per line")
     ppl.add_argument("--mc-num", type=int, default=128, help="Monte Carlo rows per chunk (default: 128)")
     ppl.add_argument("--estimator", choices=("stratified", "published"), default="stratified")

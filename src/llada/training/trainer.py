@@ -16,6 +16,8 @@ The LM head runs only at the masked positions (`logits_to_keep=<bool mask>`), an
 float32 chunk by chunk without materialising a float32 copy of the (N, V) logits.
 """
 
+import os
+
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
@@ -246,6 +248,51 @@ class LLaDATrainer(Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    # ---- publishing ----------------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """The LLaDA model card (`llada.hub.build_model_card`) with this run's data, steps, losses and
+        hyper-parameters, written to `output_dir/README.md`; `Trainer.push_to_hub` uploads it with the weights.
+        A LoRA adapter folder (no `config.json`) keeps transformers' card."""
+        if not self.is_world_process_zero():
+            return
+        if not os.path.isfile(os.path.join(self.args.output_dir, "config.json")):
+            return super().create_model_card(
+                language=language,
+                license=license,
+                tags=tags,
+                model_name=model_name,
+                finetuned_from=finetuned_from,
+                tasks=tasks,
+                dataset_tags=dataset_tags,
+                dataset=dataset,
+                dataset_args=dataset_args,
+            )
+        from ..hub import write_model_card
+
+        write_model_card(
+            self.args.output_dir,
+            repo_id=self.hub_model_id or model_name,
+            trainer=self,
+            base_model=finetuned_from,
+            datasets=[dataset_tags] if isinstance(dataset_tags, str) else dataset_tags,
+            license=license or "apache-2.0",
+            language=language or "en",
+            tags=[tags] if isinstance(tags, str) else tags,
+        )
 
 
 __all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_sum"]
