@@ -25,15 +25,6 @@ PAD_MASK = torch.tensor([[0, 0, 0] + [1] * 9, [1] * 12])
 AGREEMENT_FLOOR = {"prefix": 0.45, "dual": 0.33}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's kernels are far faster on one thread than on threads contending for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     return LLaDAModelLM.from_pretrained(FIXTURE)

@@ -30,15 +30,6 @@ MASK, EOS = 317, 316
 PROMPT = torch.tensor([[145, 151, 203, 307, 234, 82, 12, 81, 97, 206, 194, 55]])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's kernels are far faster on one thread than on threads contending for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     return LLaDAModelLM.from_pretrained(FIXTURE)
