@@ -440,6 +440,7 @@ def test_terminal_streamer_draws_masks_then_text(model):
     assert len(lines) == 4 and lines[0].startswith("[step 1] ") and lines[0].count("_") == 3
     assert lines[-1] == "[step 4] " + tokenizer.decode(out[0, 12:])
     assert streamer.render([5, MASK, 6]) == "w5_w6"
+    assert LLaDATerminalStreamer(tokenizer).mask_token_id == MASK  # found in the tokenizer by default
 
 
 def test_chat_template_generate_and_decode(model):
@@ -468,3 +469,19 @@ def test_terminal_streamer_redraws_in_place_on_a_terminal(model):
     text = stream.getvalue()
     assert text.count("\r\x1b[J") == 3 and text.endswith("\n") and streamer.steps == 4
     assert text.rsplit("\r\x1b[J", 1)[1].strip() == streamer.last_text
+
+
+@pytest.mark.parametrize("kwargs", [{"repetition_penalty": 5.0}, {"min_new_tokens": 4}, {"top_k": 5}, {"top_p": 0.9}])
+def test_autoregressive_options_are_rejected_not_ignored(model, kwargs):
+    with pytest.raises(ValueError, match=f"generate\\(\\) got {next(iter(kwargs))}: autoregressive decoding"):
+        model.generate(PROMPT, max_new_tokens=16, steps=16, block_length=8, **kwargs)
+
+
+def test_max_length_counts_the_prompt(model):
+    by_length = model.generate(PROMPT, max_length=PROMPT.shape[1] + 16, steps=16, block_length=8)
+    by_new = model.generate(PROMPT, max_new_tokens=16, steps=16, block_length=8)
+    assert torch.equal(by_length, by_new)
+    with pytest.raises(ValueError, match=r"max_length \(5\) is shorter than the prompt \(12 tokens\)"):
+        model.generate(PROMPT, max_length=5)
+    with pytest.raises(ValueError, match="max_new_tokens or max_length, not both"):
+        model.generate(PROMPT, max_length=30, max_new_tokens=16)

@@ -181,3 +181,12 @@ def test_bad_input_raises_clear_errors(model, kwargs, message):
 def test_stratified_accepts_any_mc_num(model, reference):
     value = model.log_likelihood(reference["prompt"], reference["answer"], mc_num=10, estimator="stratified")
     assert -40 < value < -30
+
+
+def test_tokenizer_shaped_single_pair_returns_a_float(model):
+    prompt, answer = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9, 10, 11]])
+    g = torch.Generator().manual_seed(0)
+    value = model.log_likelihood(prompt, answer, mc_num=16, generator=g)
+    assert isinstance(value, float)
+    g = torch.Generator().manual_seed(0)
+    assert value == model.log_likelihood(prompt[0], answer[0], mc_num=16, generator=g)

@@ -53,6 +53,12 @@ def resolve_model(name: str | None) -> tuple[str, bool]:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
+            if (path / "adapter_config.json").is_file():
+                hint = " (merged model in its merged/ folder)" if (path / "merged" / "config.json").is_file() else ""
+                raise CLIError(
+                    f"{name} holds a LoRA adapter, not a model{hint}; pass the merged model, or merge with "
+                    "`llada train sft ... --lora --merge-lora`"
+                )
             raise CLIError(f"{name} is a folder without config.json; pass a folder written by save_pretrained")
         return str(path), True
     if path.exists():
@@ -126,7 +132,7 @@ _SAMPLER_OPTIONS = (
     ("--temperature", "temperature", float, "0 is greedy; > 0 samples with Gumbel noise"),
     ("--remasking", "remasking", str, "which predictions to keep: low_confidence, random, margin, entropy"),
     ("--cfg-scale", "cfg_scale", float, "classifier-free guidance weight (0 disables it)"),
-    ("--kv-cache", "kv_cache", str, "prefix or dual: reuse keys/values outside the current block (approximate)"),
+    ("--kv-cache", "kv_cache", str, "none, prefix or dual: reuse keys/values outside the current block (approximate)"),
     ("--threshold", "threshold", float, "parallel decoding: also unmask every position with confidence >= this"),
     ("--factor", "factor", float, "parallel decoding, factor rule (exclusive with --threshold)"),
 )
@@ -140,7 +146,10 @@ _SAMPLER_FLAGS = (
 def sampler_kwargs(args) -> dict:
     """The sampler options given on the command line (the others come from the model's generation config)."""
     names = [keyword for _, keyword, _, _ in _SAMPLER_OPTIONS] + [keyword for _, keyword, _ in _SAMPLER_FLAGS]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    kwargs = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if kwargs.get("kv_cache") == "none":
+        kwargs["kv_cache"] = None  # explicit: the exact path, even when the saved config names a cache
+    return kwargs
 
 
 def _check_length(model, prompt_length: int, max_new_tokens: int, what: str = "the prompt"):
@@ -290,7 +299,10 @@ def encode_infill(tokenizer, text: str, mask_token_id: int) -> list[int]:
     ids: list[int] = []
     position, first, masks = 0, True, 0
     for match in _PLACEHOLDER.finditer(text):
-        ids += tokenizer(text[position : match.start()], add_special_tokens=first)["input_ids"]
+        # The space before a placeholder belongs to the word that fills it: BPE vocabularies attach leading spaces
+        # to words, and a lone space token would leave the masks only word pieces.
+        before = text[position : match.start()]
+        ids += tokenizer(before.rstrip(" "), add_special_tokens=first)["input_ids"]
         count = int(match.group(1)) if match.group(1) else 1
         if count < 1:
             raise CLIError(f"{match.group(0)} asks for {count} tokens; use [MASK:n] with n >= 1")
@@ -468,7 +480,10 @@ def _sampler_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("sampler (defaults: the model's generation_config.json)")
     for flag, keyword, kind, text in _SAMPLER_OPTIONS:
-        group.add_argument(flag, dest=keyword, type=kind, metavar=kind.__name__.upper(), help=text)
+        if keyword == "kv_cache":
+            group.add_argument(flag, dest=keyword, choices=("none", "prefix", "dual"), help=text)
+        else:
+            group.add_argument(flag, dest=keyword, type=kind, metavar=kind.__name__.upper(), help=text)
     for flag, keyword, text in _SAMPLER_FLAGS:
         group.add_argument(flag, dest=keyword, action=argparse.BooleanOptionalAction, default=None, help=text)
     group.add_argument("--seed", type=int, help="random seed (for --temperature > 0 and --remasking random)")

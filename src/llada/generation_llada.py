@@ -129,6 +129,19 @@ _AUTOREGRESSIVE_ONLY = {
     "output_hidden_states": False,
 }
 
+# Keywords of `generate` that mean something to the reverse process (besides the diffusion fields below). Any other
+# `GenerationConfig` field passed to `generate` (top_k, repetition_penalty, min_new_tokens, ...) is an error rather
+# than silently ignored.
+_MEANINGFUL_KWARGS = {
+    "max_new_tokens",
+    "temperature",
+    "do_sample",
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "return_dict_in_generate",
+}
+
 _DIFFUSION_DEFAULTS = {
     "steps": None,
     "block_length": None,
@@ -149,8 +162,9 @@ _DIFFUSION_DEFAULTS = {
 class LLaDAGenerationConfig(GenerationConfig):
     r"""
     Settings of LLaDA's reverse diffusion process, saved as `generation_config.json` next to the weights. Any field
-    can also be passed to `generate` as a keyword. Fields of `GenerationConfig` that belong to autoregressive
-    decoding (`do_sample`, `top_k`, beams, ...) are ignored.
+    can also be passed to `generate` as a keyword (`max_length` is read as prompt length + `max_new_tokens`). Fields
+    of `GenerationConfig` that belong to autoregressive decoding (`top_k`, `repetition_penalty`, beams, ...) are
+    ignored when saved in a config and rejected when passed to `generate`.
 
     Args:
         max_new_tokens (`int`, *optional*, defaults to 128):
@@ -521,6 +535,14 @@ class LLaDAGenerationMixin:
         else:
             config = LLaDAGenerationConfig.from_generation_config(base, self.config)
         config.fill_special_ids(self.config)
+        meaningless = sorted(set(kwargs) - _MEANINGFUL_KWARGS - set(_DIFFUSION_DEFAULTS) - set(_AUTOREGRESSIVE_ONLY))
+        meaningless = [name for name in meaningless if hasattr(config, name)]
+        if meaningless:
+            raise ValueError(
+                f"generate() got {', '.join(meaningless)}: autoregressive decoding options with no meaning for the "
+                "reverse diffusion process. Drop them; the diffusion controls are steps, block_length, temperature, "
+                "remasking, cfg_scale, threshold and factor."
+            )
         unused = config.update(**kwargs)
         if unused:
             names = ", ".join(sorted(unused))
@@ -693,6 +715,16 @@ class LLaDAGenerationMixin:
         """
         if input_ids is None:
             raise ValueError("generate() needs input_ids (batch, prompt_length).")
+        if kwargs.get("max_length") is not None:
+            if kwargs.get("max_new_tokens") is not None:
+                raise ValueError("pass max_new_tokens or max_length, not both.")
+            kwargs["max_new_tokens"] = kwargs.pop("max_length") - input_ids.shape[-1]
+            if kwargs["max_new_tokens"] < 0:
+                raise ValueError(
+                    f"max_length ({kwargs['max_new_tokens'] + input_ids.shape[-1]}) is shorter than the prompt "
+                    f"({input_ids.shape[-1]} tokens); use max_new_tokens for the canvas length."
+                )
+        kwargs.pop("max_length", None)
         config = self._resolve_generation_config(generation_config, kwargs)
         device = self.device
         input_ids = input_ids.to(device)

@@ -132,7 +132,8 @@ class LLaDALikelihoodMixin:
                 this budget (at least one row per pass). Bounds memory; raise it for throughput on large GPUs.
 
         Returns:
-            `float` for one pair, or a float64 CPU tensor `(num_pairs,)` for a list of pairs.
+            `float` for one pair (1D ids, or `(1, L)` tensors), or a float64 CPU tensor `(num_pairs,)` for a list
+            of pairs.
 
         Example:
 
@@ -143,7 +144,10 @@ class LLaDALikelihoodMixin:
         """
         answers = _as_id_list(answer_ids, "answer_ids")
         prompts = _as_id_list(prompt_ids, "prompt_ids")
-        single = _is_one_sequence(answer_ids)
+        # One pair: a 1D answer, or a (1, L) tensor as a tokenizer returns it.
+        single = _is_one_sequence(answer_ids) or (
+            isinstance(answer_ids, torch.Tensor) and answer_ids.dim() == 2 and answer_ids.shape[0] == 1
+        )
         if len(prompts) == 1 and len(answers) > 1:
             prompts = prompts * len(answers)
         if len(prompts) != len(answers):
@@ -280,4 +284,4 @@ def _is_one_sequence(x) -> bool:
     return len(x) == 0 or not isinstance(x[0], (torch.Tensor, Sequence))
 
 
-__all__ = ["LIKELIHOOD_ESTIMATORS", "LLaDALikelihoodMixin", "systematic_mask_counts", "tiled_exact_masks"]
+__all__ = ["LIKELIHOOD_ESTIMATORS", "LLaDALikelihoodMixin"]

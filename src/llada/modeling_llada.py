@@ -405,6 +405,11 @@ class LLaDAModel(LLaDAPreTrainedModel):
                 Check that the ids are inside the vocabulary (one host sync). Hot loops that validated their
                 input once pass `False`.
         """
+        if kwargs.get("output_attentions"):
+            raise ValueError(
+                "LLaDA: output_attentions is not supported (the attention backends do not return weights); use "
+                "output_hidden_states=True, or hooks on the blocks."
+            )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -503,6 +508,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         return_dict: bool | None = None,
         logits_to_keep: int | slice | torch.Tensor | None = None,
         validate_inputs: bool = True,
+        labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> LLaDAOutput | tuple:
         r"""
@@ -513,6 +519,8 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
                 positions, `(B, n, V)`. A `slice` or 1D index tensor over the sequence: those positions,
                 `(B, k, V)`. A boolean tensor `(B, T)`: the selected positions of every row, flattened in row-major
                 order, `(N, V)`; training uses it to compute logits only at masked positions.
+            labels:
+                Not accepted (an error says so): the diffusion loss is computed by `LLaDATrainer`.
 
         Example:
 
@@ -521,6 +529,12 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         >>> out.logits.argmax(-1)             # prediction for every position (masked ones are what matters)
         ```
         """
+        if labels is not None:
+            raise ValueError(
+                "LLaDA: forward() computes no loss from labels: the diffusion loss needs the masks and their "
+                "probabilities. Train with llada.training.LLaDATrainer, or call "
+                "llada.training.masked_diffusion_loss_sum(model, input_ids, maskable, masked, p, mask_token_id)."
+            )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         out = self.model(
             input_ids=input_ids,

@@ -33,7 +33,8 @@ class LLaDATerminalStreamer(LLaDADiffusionStreamer):
 
     Args:
         tokenizer: decodes the canvas.
-        mask_token_id (`int`): id of the mask token.
+        mask_token_id (`int`, *optional*): id of the mask token; defaults to the tokenizer's `<|mdm_mask|>` (or its
+            `mask_token_id`).
         stream (*optional*, defaults to `sys.stdout`): where to write.
         mask_symbol (`str`, *optional*, defaults to `"░"`): how a masked position is drawn.
         show_prompt (`bool`, *optional*, defaults to `False`): draw the prompt too (useful for infilling).
@@ -41,12 +42,28 @@ class LLaDATerminalStreamer(LLaDADiffusionStreamer):
     Example:
 
     ```python
-    >>> streamer = LLaDATerminalStreamer(tokenizer, model.generation_config.mask_token_id)
+    >>> streamer = LLaDATerminalStreamer(tokenizer)
     >>> model.generate(input_ids, max_new_tokens=64, streamer=streamer)
     ```
     """
 
-    def __init__(self, tokenizer, mask_token_id: int, stream=None, mask_symbol: str = "░", show_prompt: bool = False):
+    def __init__(
+        self,
+        tokenizer,
+        mask_token_id: int | None = None,
+        stream=None,
+        mask_symbol: str = "░",
+        show_prompt: bool = False,
+    ):
+        if mask_token_id is None:
+            mask_token_id = tokenizer.convert_tokens_to_ids("<|mdm_mask|>")
+            if mask_token_id is None or mask_token_id == tokenizer.unk_token_id:
+                mask_token_id = tokenizer.mask_token_id
+            if mask_token_id is None:
+                raise ValueError(
+                    "LLaDATerminalStreamer: the tokenizer has no <|mdm_mask|> or mask token; pass "
+                    "mask_token_id=model.config.mask_token_id."
+                )
         self.tokenizer = tokenizer
         self.mask_token_id = mask_token_id
         self.stream = stream if stream is not None else sys.stdout

@@ -27,6 +27,9 @@ OBJECTIVES = {
 DEFAULT_LEARNING_RATE = {"pretrain": 4e-4, "sft": 2.5e-5}  # LLaDA's peak rates
 SIZE_FLAGS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size")
 
+#: Default --max-length (capped at the model's max_sequence_length).
+DEFAULT_MAX_LENGTH = 512
+
 
 def _add_arguments(parser: argparse.ArgumentParser, objective: str):
     data = parser.add_argument_group("data")
@@ -37,7 +40,12 @@ def _add_arguments(parser: argparse.ArgumentParser, objective: str):
         help="Training files: .txt/.md, .jsonl, .json, or a `datasets` folder saved with save_to_disk.",
     )
     data.add_argument("--eval-data", nargs="+", help="Evaluation files (same formats); reports eval_loss.")
-    data.add_argument("--max-length", type=int, default=512, help="Row length (pretrain) or longest sample (sft).")
+    data.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="Row length (pretrain) or longest sample (sft); default: 512, capped at the model's max_sequence_length.",
+    )
     if objective == "pretrain":
         data.add_argument("--text-field", default="text", help="Key of the text in JSON records.")
 
@@ -138,7 +146,7 @@ def _fresh_config(args, tokenizer):
     values.setdefault("n_heads", max(1, d_model // 64))
     values.setdefault("n_kv_heads", values["n_heads"])
     values.setdefault("mlp_hidden_size", 64 * math.ceil(8 * d_model / 3 / 64))
-    values.setdefault("max_sequence_length", max(args.max_length, 256))
+    values.setdefault("max_sequence_length", max(args.max_length or DEFAULT_MAX_LENGTH, 256))
     vocab = len(tokenizer)
     values.setdefault("vocab_size", vocab)
     values.setdefault("embedding_size", 64 * math.ceil(vocab / 64))
@@ -164,6 +172,8 @@ def build_model(args, tokenizer):
     else:
         model = LLaDAModelLM._from_config(_fresh_config(args, tokenizer), attn_implementation=args.attn_implementation)
     config = model.config
+    if args.max_length is None:
+        args.max_length = min(DEFAULT_MAX_LENGTH, config.max_sequence_length)
     if len(tokenizer) > config.padded_vocab_size:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model only {config.padded_vocab_size} embeddings; "
