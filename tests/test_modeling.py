@@ -226,3 +226,14 @@ def test_forward_refuses_labels_and_attention_weights(official_model):
         official_model(ids, labels=ids)
     with pytest.raises(ValueError, match="output_attentions is not supported"):
         official_model(ids, output_attentions=True)
+
+
+def test_full_graph_compile_matches_eager(official_model, reference):
+    """The exact path (no cache) compiles as one graph: no host syncs or data-dependent branches in the forward."""
+    data = reference["logits_padded"]
+    ids, mask = data["input_ids"], data["attention_mask"]
+    compiled = torch.compile(official_model, fullgraph=True)
+    with torch.no_grad():
+        eager = official_model(ids, attention_mask=mask, logits_to_keep=slice(8, 16), validate_inputs=False).logits
+        graph = compiled(ids, attention_mask=mask, logits_to_keep=slice(8, 16), validate_inputs=False).logits
+    torch.testing.assert_close(graph, eager, atol=1e-5, rtol=1e-5)
