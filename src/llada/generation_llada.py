@@ -36,7 +36,7 @@ Hub core: copied next to saved weights; imports only torch, transformers, the st
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -449,6 +449,7 @@ class _Plan:
     threshold: float | None
     factor: float | None
     early_exit: bool
+    _stop_tensors: dict = field(default_factory=dict)
 
     def window(self, block: int) -> tuple[int, int]:
         """Positions [start, end) of the canvas that block `block` unmasks. Block 0 also holds masks of the input."""
@@ -466,8 +467,7 @@ class _Plan:
         else:
             x0 = logits.argmax(dim=-1)  # (B, W)
         if self.confidence_eos_eot_inf:
-            logits = logits.clone()
-            logits[..., self.stop_ids] = float("-inf")
+            logits[..., self.stop_ids] = float("-inf")  # in place: after x0 only the remasking reads the logits
         confidence = self.remasking(logits, x0, generator=generator)  # (B, W)
         lowest = torch.finfo(confidence.dtype).min
         if self.confidence_eos_eot_inf:
@@ -477,7 +477,11 @@ class _Plan:
         return x0, confidence
 
     def stop_tensor(self, device) -> torch.Tensor:
-        return torch.tensor(self.stop_ids, device=device)
+        """The stop ids as a tensor on `device`, made once per call of `generate` (not once per step)."""
+        key = str(device)
+        if key not in self._stop_tensors:
+            self._stop_tensors[key] = torch.tensor(self.stop_ids, device=device)
+        return self._stop_tensors[key]
 
 
 # --------------------------------------------------------------------------------------------------------------------

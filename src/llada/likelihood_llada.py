@@ -89,6 +89,10 @@ class _PairRows:
         self.next_row = 0
 
 
+#: Rows of logits upcast to float32 at a time when scoring (bounds the temporary memory of a 126k vocabulary).
+LOGIT_ROWS_PER_CHUNK = 1024
+
+
 class LLaDALikelihoodMixin:
     """Adds `log_likelihood`, the Monte Carlo estimate of the diffusion likelihood bound, to `LLaDAModelLM`."""
 
@@ -228,11 +232,15 @@ class LLaDALikelihoodMixin:
         else:
             inputs, keep = noisy, masked
         logits = self(inputs, attention_mask=attention_mask, logits_to_keep=keep, validate_inputs=False).logits
-        logits = logits.float()  # (copies * N, V)
-        if cfg_scale > 0:
-            cond, un = logits.chunk(2)
-            logits = un + (cfg_scale + 1) * (cond - un)
-        nll = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+        cond, un = logits.chunk(2) if cfg_scale > 0 else (logits, None)  # (N, V) each
+        # float32 only a chunk of rows at a time: with a 126k vocabulary a float32 copy of all N rows is gigabytes.
+        nll = torch.empty(targets.shape[0], dtype=torch.float32, device=logits.device)  # (N,)
+        for s in range(0, targets.shape[0], LOGIT_ROWS_PER_CHUNK):
+            e = s + LOGIT_ROWS_PER_CHUNK
+            chunk = cond[s:e].float()
+            if un is not None:
+                chunk = un[s:e].float().lerp_(chunk, cfg_scale + 1)  # un + (w + 1)(cond - un)
+            nll[s:e] = F.cross_entropy(chunk, targets[s:e], reduction="none")
         totals.index_add_(0, pair_of_token, nll.double() * weights)
 
     def _check_likelihood_args(self, prompts, answers, mc_num, batch_size, cfg_scale, estimator, max_batch_tokens):

@@ -158,10 +158,6 @@ class LLaDAKVCache:
             torch.cat((v[:, :, :start], value, v[:, :, end:]), dim=2),
         )
 
-    def reorder(self, index: torch.Tensor) -> "LLaDAKVCache":
-        """A cache for the rows `index` of the batch."""
-        return LLaDAKVCache([k[index] for k in self.keys], [v[index] for v in self.values])
-
 
 class LLaDABlock(GradientCheckpointingLayer):
     """Pre-norm block: h = x + attn_out(Attn(attn_norm(x))); y = h + ff_out(silu(ff_proj(n)) * up_proj(n))."""

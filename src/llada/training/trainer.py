@@ -213,7 +213,8 @@ class LLaDATrainer(Trainer):
         seed = self._mask_seed(training)
         input_ids = inputs["input_ids"]
         if training:
-            inputs = self._maybe_cut_length(inputs, torch.Generator().manual_seed(seed))
+            # A seed of its own: on the CPU the same seed would make the cut draw equal row 0's t (correlated).
+            inputs = self._maybe_cut_length(inputs, torch.Generator().manual_seed(_mix_seed(seed, 1)))
             input_ids = inputs["input_ids"]
         labels = inputs.get("labels")
         maskable = labels != IGNORE_INDEX if labels is not None else torch.ones_like(input_ids, dtype=torch.bool)
