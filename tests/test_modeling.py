@@ -237,3 +237,23 @@ def test_full_graph_compile_matches_eager(official_model, reference):
         eager = official_model(ids, attention_mask=mask, logits_to_keep=slice(8, 16), validate_inputs=False).logits
         graph = compiled(ids, attention_mask=mask, logits_to_keep=slice(8, 16), validate_inputs=False).logits
     torch.testing.assert_close(graph, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_written_in_place_equals_concatenation(official_model):
+    """The sampler's block-private cache writes the window in place: same logits as the concatenating cache."""
+    ids = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(3))
+    window = torch.arange(8, 12)
+    with torch.no_grad():
+        copying = official_model(ids, use_cache=True).past_key_values
+        in_place = official_model(ids, use_cache=True).past_key_values
+        in_place.write_in_place = True
+        before = in_place.keys[0].clone()
+        for step in range(2):  # two successive steps of one block, each with new tokens in the window
+            new = ids.clone()
+            new[:, 8 : 10 + step] = 317
+            a = official_model(new[:, 8:12], past_key_values=copying, cache_position=window).logits
+            b = official_model(new[:, 8:12], past_key_values=in_place, cache_position=window).logits
+            torch.testing.assert_close(b, a)
+    assert torch.equal(in_place.keys[0][:, :, :8], before[:, :, :8])  # outside the window: untouched
+    assert not torch.equal(in_place.keys[0][:, :, 8:12], before[:, :, 8:12])  # the window: rewritten
+    assert torch.equal(copying.keys[0], before)  # the default cache is never modified

@@ -831,6 +831,9 @@ class LLaDAGenerationMixin:
                 logits_to_keep=slice(start, end),
                 validate_inputs=False,
             )
+            if out.past_key_values is not None:
+                # The block's own cache: later steps rewrite the same window, so they may write it in place.
+                out.past_key_values.write_in_place = True
             return out.logits, out.past_key_values
         stop = x.shape[1] if kv_cache == "prefix" else end
         out = self(

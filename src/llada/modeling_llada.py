@@ -134,12 +134,16 @@ class LLaDAKVCache:
 
     Made by a forward pass with `use_cache=True`. A later forward pass given this cache and a window
     `cache_position = arange(start, end)` computes the window only, and each layer attends to
-    `cat(cached[:start], window, cached[end:])`. The cache is never modified in place.
+    `cat(cached[:start], window, cached[end:])`. By default the cache is never modified. With `write_in_place=True`
+    the window's keys/values are written into the cache instead of concatenated (no full-length copy per layer and
+    step): exact when every later pass covers the same window, as in the sampler's steps within one block, whose
+    cache is private to that block.
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], write_in_place: bool = False):
         self.keys = keys
         self.values = values
+        self.write_in_place = write_in_place
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.keys[layer_idx].shape[2]
@@ -153,6 +157,10 @@ class LLaDAKVCache:
         k, v = self.keys[layer_idx], self.values[layer_idx]
         if start == 0 and end == k.shape[2]:
             return key, value
+        if self.write_in_place:
+            k[:, :, start:end] = key
+            v[:, :, start:end] = value
+            return k, v
         return (
             torch.cat((k[:, :, :start], key, k[:, :, end:]), dim=2),
             torch.cat((v[:, :, :start], value, v[:, :, end:]), dim=2),
