@@ -98,7 +98,12 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
     ppl.add_argument("--max-batch-tokens", type=int, default=8192, help="tokens per forward pass (default: 8192)")
     ppl.add_argument("--seed", type=int, default=0)
     ppl.add_argument("--device", help="default: cuda when available, else cpu")
-    ppl.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default: bfloat16 on cuda")
+    ppl.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="weights dtype (default: bfloat16 on GPU, float32 on CPU)",
+    )
     ppl.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ppl.set_defaults(func=cmd_ppl)
 
