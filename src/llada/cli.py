@@ -460,7 +460,7 @@ def cmd_push(args) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _model_options() -> argparse.ArgumentParser:
+def model_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("model")
     group.add_argument(
@@ -512,7 +512,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llada {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    model, sampler = _model_options(), _sampler_options()
+    model, sampler = model_options(), _sampler_options()
 
     generate = commands.add_parser(
         "generate",

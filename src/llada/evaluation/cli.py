@@ -87,8 +87,9 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("eval", help="evaluate with the diffusion likelihood or generation")
     commands = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
 
-    ppl = commands.add_parser("ppl", help="bound-based perplexity of a text file")
-    ppl.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded demo model)")
+    from ..cli import model_options
+
+    ppl = commands.add_parser("ppl", parents=[model_options()], help="bound-based perplexity of a text file")
     ppl.add_argument("--data", required=True, help="a text file, or a .jsonl file with a 'text' field per line")
     ppl.add_argument("--mc-num", type=int, default=128, help="Monte Carlo rows per chunk (default: 128)")
     ppl.add_argument("--estimator", choices=("stratified", "published"), default="stratified")
@@ -97,13 +98,6 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
     ppl.add_argument("--batch-size", type=int, default=16, help="stratification group of the published estimator")
     ppl.add_argument("--max-batch-tokens", type=int, default=8192, help="tokens per forward pass (default: 8192)")
     ppl.add_argument("--seed", type=int, default=0)
-    ppl.add_argument("--device", help="default: cuda when available, else cpu")
-    ppl.add_argument(
-        "--dtype",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        default="auto",
-        help="weights dtype (default: bfloat16 on GPU, float32 on CPU)",
-    )
     ppl.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ppl.set_defaults(func=cmd_ppl)
 
