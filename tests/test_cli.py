@@ -11,6 +11,7 @@ from llada import LLaDAConfig, LLaDAModelLM
 from llada.cli import DEMO_MODEL_DIR, count_parameters, encode_infill, main
 from llada.generation_llada import decode_generation
 
+from .conftest import tiny_config
 from .test_hub import HubStandIn
 
 TEXT = "In the beginning God created the heaven and the earth. And the earth was without form, and void."
@@ -21,12 +22,7 @@ def model_dir(tmp_path_factory):
     from llada.training.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer([TEXT] * 8, vocab_size=300)
-    config = LLaDAConfig(
-        d_model=32,
-        n_heads=4,
-        n_kv_heads=2,
-        n_layers=2,
-        mlp_hidden_size=48,
+    config = tiny_config(
         vocab_size=len(tokenizer),
         embedding_size=len(tokenizer),
         max_sequence_length=96,
