@@ -1,12 +1,17 @@
 """Shared fixtures: the published-format tiny checkpoint and its reference outputs, and a tiny random config."""
 
 import os
-from pathlib import Path
 
-import pytest
-import torch
-
+# Some Intel VMs list AMX in /proc/cpuinfo but cannot execute it: oneDNN then picks AMX kernels for bfloat16 matmuls
+# and the interpreter dies with "Illegal instruction" (exit 132, no traceback). Capping oneDNN's ISA must happen
+# before torch runs its first operation, so it is set before torch is imported; processes started by tests inherit it.
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 # One thread: the suite's tensors are tiny, and on a shared 2-core machine extra threads only contend.
 torch.set_num_threads(1)
 
