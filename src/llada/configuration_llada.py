@@ -221,7 +221,14 @@ class LLaDAConfig(PretrainedConfig):
         self.init_cutoff_factor = init_cutoff_factor
         self.alibi_bias_max = alibi_bias_max
         self._check_supported()
+        published = dict(self.__dict__)
         super().__init__(**kwargs)
+        # transformers 4.x's `PretrainedConfig.__init__` assigns its own defaults to fields it also defines
+        # (`tie_word_embeddings=True`, routed by `attribute_map` onto `weight_tying`; `pad_token_id=None`, ...): the
+        # published fields set above win, whatever the version.
+        for name, value in published.items():
+            if getattr(self, name) is not value:
+                setattr(self, name, value)
 
     def _check_supported(self):
         for name, allowed in _SUPPORTED_VALUES.items():

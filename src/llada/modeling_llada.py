@@ -29,6 +29,10 @@ from .configuration_llada import LLaDAConfig
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
 
+# transformers 4.x copies into its module cache only the files that the loaded file imports itself (`from .x import`):
+# every hub-core file is therefore imported here, although only generation_llada and likelihood_llada use this one.
+from .masking_llada import num_transfer_tokens  # noqa: F401, E402
+
 
 class LLaDARMSNorm(nn.Module):
     """RMS norm computed in float32, cast back to the input dtype, then scaled (the published order)."""
