@@ -7,7 +7,27 @@ The field names are those of the published LLaDA checkpoints (OLMo-style: `d_mod
 Hub core: this file is copied next to saved weights; it imports only torch, transformers and the standard library.
 """
 
+import re
+
+import transformers
 from transformers import PretrainedConfig
+
+#: The oldest transformers that loads a saved folder through `trust_remote_code` with the same numbers (checked: the
+#: logits, generations and likelihoods of the saving process, bit for bit). Older ones are refused here, at load.
+MIN_TRANSFORMERS_VERSION = "4.44"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+if _major_minor(transformers.__version__) < _major_minor(MIN_TRANSFORMERS_VERSION):
+    raise ImportError(
+        f"LLaDA's model code needs transformers >= {MIN_TRANSFORMERS_VERSION}, but transformers "
+        f"{transformers.__version__} is installed; upgrade it: "
+        f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+    )
 
 # Values of the published fields that this network implements. Anything else is rejected, never ignored.
 _SUPPORTED_VALUES = {
@@ -229,6 +249,17 @@ class LLaDAConfig(PretrainedConfig):
         for name, value in published.items():
             if getattr(self, name) is not value:
                 setattr(self, name, value)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PretrainedConfig.from_dict`; where a dict holds both a published field and its transformers alias
+        (`weight_tying` and `tie_word_embeddings`, ...), the published field is the one read."""
+        config_dict = {
+            key: value
+            for key, value in config_dict.items()
+            if not (key in cls.attribute_map and cls.attribute_map[key] in config_dict)
+        }
+        return super().from_dict(config_dict, **kwargs)
 
     def _check_supported(self):
         for name, allowed in _SUPPORTED_VALUES.items():

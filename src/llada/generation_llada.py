@@ -227,7 +227,7 @@ class LLaDAGenerationConfig(GenerationConfig):
         kwargs.setdefault("temperature", 0.0)
         super().__init__(**kwargs)
 
-    def validate(self, strict=False, **kwargs):
+    def validate(self, *args, **kwargs):
         """`GenerationConfig.validate`, plus the diffusion fields. The diffusion `temperature` (0 is greedy) and
         `max_new_tokens=0` (infilling) are valid here although autoregressive decoding would flag them."""
         hidden = {"temperature": self.temperature}
@@ -236,7 +236,7 @@ class LLaDAGenerationConfig(GenerationConfig):
         for name in hidden:
             setattr(self, name, None)
         try:
-            super().validate(strict=strict, **kwargs)
+            super().validate(*args, **kwargs)  # (strict=False) in recent transformers, (is_init=False) in older
         finally:
             for name, value in hidden.items():
                 setattr(self, name, value)
