@@ -5,7 +5,8 @@ in the saving process itself for the reference: the two outputs must be equal. U
 
     python tests/remote_code_probe.py SAVED_FOLDER OUT.pt [--block-llada]
 
-Writes a dict of tensors: logits of a padded batch, greedy generations (exact path and dual cache), log-likelihoods,
+Writes a dict of tensors: logits of a padded batch, greedy generations (exact path, dual cache, the saved generation
+config), a sampled one, log-likelihoods,
 and the transformers version that loaded the folder.
 """
 
@@ -52,6 +53,8 @@ def probe(folder: str) -> dict:
                 kv_cache=kv_cache,
             )
             out[f"generation_{kv_cache}"] = sequences
+        # With the settings of the folder's generation_config.json.
+        out["generation_saved_config"] = model.generate(prompts, attention_mask=attention_mask[:, :6])
         out["generation_sampled"] = model.generate(
             prompts[:1], max_new_tokens=8, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(3)
         )

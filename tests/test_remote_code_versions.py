@@ -49,7 +49,8 @@ def test_modeling_imports_every_hub_core_file_directly():
 
 
 def test_too_old_transformers_is_refused_at_load(monkeypatch):
-    monkeypatch.setattr(transformers, "__version__", "4.43.4")
+    # The module that a fresh `import transformers` finds (the test module's binding can be an older object).
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.43.4")
     spec = importlib.util.spec_from_file_location("old_configuration_llada", SRC / "configuration_llada.py")
     with pytest.raises(ImportError) as info:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -158,7 +159,9 @@ def _environment(version: str) -> Path:
 def test_saved_folder_round_trip_under_other_transformers(version, tmp_path, fixture_dir):
     python = _environment(version)
     folder = tmp_path / f"llada_saved_{version.replace('.', '_')}"
-    LLaDAModelLM.from_pretrained(fixture_dir).save_pretrained(folder)
+    model = LLaDAModelLM.from_pretrained(fixture_dir)
+    model.generation_config.update(max_new_tokens=8, steps=4, block_length=4, remasking="margin", kv_cache="prefix")
+    model.save_pretrained(folder)
     expected = probe(str(folder))
     env = dict(
         os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="", PYTHONNOUSERSITE="1"
