@@ -3,7 +3,7 @@ the same numbers, or refuses clearly.
 
 The round trip runs tests/remote_code_probe.py in a separate virtual environment with another transformers and no
 `llada`, built once under ~/.cache/llada-tests (LLADA_TEST_CACHE overrides it) and skipped when the package index
-cannot be reached. LLADA_TEST_TRANSFORMERS_VERSIONS="4.44.2,4.57.1,..." checks other versions the same way. The
+cannot be reached. LLADA_TEST_TRANSFORMERS_VERSIONS="4.40.2,4.57.1,..." checks other versions the same way. The
 other tests here run offline and pin the rules that make the 4.x route work.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from transformers import PretrainedConfig
+from transformers import GenerationConfig, PretrainedConfig
 
 import llada.modeling_llada as modeling
 from llada import LLaDAConfig, LLaDAModelLM
@@ -50,12 +50,12 @@ def test_modeling_imports_every_hub_core_file_directly():
 
 def test_too_old_transformers_is_refused_at_load(monkeypatch):
     # The module that a fresh `import transformers` finds (the test module's binding can be an older object).
-    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.43.4")
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.39.3")
     spec = importlib.util.spec_from_file_location("old_configuration_llada", SRC / "configuration_llada.py")
     with pytest.raises(ImportError) as info:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
     message = str(info.value)
-    assert "transformers 4.43.4 is installed" in message
+    assert "transformers 4.39.3 is installed" in message
     assert f"transformers >= {MIN_TRANSFORMERS_VERSION}" in message
     assert f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'" in message
 
@@ -94,6 +94,22 @@ def test_llada_generate_comes_before_the_base_class():
     mro = LLaDAModelLM.__mro__
     assert mro.index(LLaDAGenerationMixin) < mro.index(transformers.PreTrainedModel)
     assert LLaDAModelLM.generate is LLaDAGenerationMixin.generate
+
+
+def test_saved_generation_config_survives_the_plain_loader(tmp_path):
+    """transformers < 4.45 loads generation_config.json as a plain `GenerationConfig` and assigns it (when
+    `can_generate()`, which must hold): the diffusion settings must come through that route too."""
+    assert LLaDAModelLM.can_generate()
+    model = LLaDAModelLM(tiny_config())
+    model.generation_config.update(max_new_tokens=8, steps=4, block_length=4, remasking="margin", kv_cache="prefix")
+    model.save_pretrained(tmp_path)
+    fresh = LLaDAModelLM(tiny_config())
+    fresh.generation_config = GenerationConfig.from_pretrained(tmp_path)
+    saved = model.generation_config.to_diff_dict()
+    loaded = fresh.generation_config.to_diff_dict()
+    assert {k: loaded.get(k) for k in saved if k != "transformers_version"} == {
+        k: v for k, v in saved.items() if k != "transformers_version"
+    }
 
 
 def test_sdpa_fallback_for_transformers_without_attention_registry(monkeypatch):

@@ -14,7 +14,7 @@ from transformers import PretrainedConfig
 
 #: The oldest transformers that loads a saved folder through `trust_remote_code` with the same numbers (checked: the
 #: logits, generations and likelihoods of the saving process, bit for bit). Older ones are refused here, at load.
-MIN_TRANSFORMERS_VERSION = "4.44"
+MIN_TRANSFORMERS_VERSION = "4.40"
 
 
 def _major_minor(version: str) -> tuple[int, int]:

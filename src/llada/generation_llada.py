@@ -497,6 +497,12 @@ class LLaDAGenerationMixin:
     fields and `from_pretrained` restores them.
     """
 
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Always. (transformers < 4.45 guesses it from where `generate` is defined, reads "GenerationMixin" in this
+        class's name as transformers' own, and would then neither make nor load a generation config.)"""
+        return True
+
     @property
     def generation_config(self) -> LLaDAGenerationConfig | None:
         return self.__dict__.get("_llada_generation_config")
