@@ -118,7 +118,12 @@ class LLaDAMoEConfig(PretrainedConfig):
         self.use_cache = use_cache
         self.mask_token_id = mask_token_id
         self.rope_theta = rope_theta
-        self.rope_scaling = rope_scaling
+        # Only None is implemented; not stored: transformers 5 turns `rope_scaling` into `rope_parameters`, and the
+        # published config class defaults it to None.
+        if rope_scaling is not None:
+            raise ValueError(
+                f"LLaDAMoEConfig: rope_scaling={rope_scaling!r} is not implemented for LLaDA-MoE; set it to None."
+            )
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
         self.clip_qkv = clip_qkv
@@ -193,8 +198,6 @@ class LLaDAMoEConfig(PretrainedConfig):
             value = getattr(self, name)
             if value is not None and value > 1:
                 fail(name, value, "(group-limited routing) is not implemented; set it to None.")
-        if self.rope_scaling is not None:
-            fail("rope_scaling", self.rope_scaling, "is not implemented for LLaDA-MoE; set it to None.")
         if self.hidden_act != "silu":
             fail("hidden_act", self.hidden_act, "is not implemented; LLaDA-MoE uses 'silu' (SwiGLU).")
         if self.mask_token_id is not None and not 0 <= self.mask_token_id < self.vocab_size:
