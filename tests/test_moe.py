@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-from llada import LLaDAConfig, LLaDAMoEConfig, LLaDAMoEModelLM, LLaDAModelLM
+from llada import LLaDAConfig, LLaDAModelLM, LLaDAMoEConfig, LLaDAMoEModelLM
 from llada.modeling_llada import HUB_CORE_FILES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official-lladamoe-tiny"
@@ -88,30 +88,42 @@ def test_experts_kernels_agree(implementation):
 def test_reference_generations_token_for_token(model, case):
     ref = REFERENCE["generate"][case]
     kwargs = dict(ref["kwargs"])
-    out = model.generate(ref["prompt"], attention_mask=ref["attention_mask"], max_new_tokens=kwargs.pop("gen_length"),
-                         **kwargs)
+    out = model.generate(
+        ref["prompt"], attention_mask=ref["attention_mask"], max_new_tokens=kwargs.pop("gen_length"), **kwargs
+    )
     assert torch.equal(out, ref["output"])
 
 
 @pytest.mark.parametrize("kv_cache", ["prefix", "dual"])
 def test_cached_generation_runs_and_cache_window_is_exact(model, kv_cache):
     ref = REFERENCE["generate"][4]
-    out = model.generate(ref["prompt"], attention_mask=ref["attention_mask"], max_new_tokens=16, steps=16,
-                         block_length=8, kv_cache=kv_cache)
+    out = model.generate(
+        ref["prompt"],
+        attention_mask=ref["attention_mask"],
+        max_new_tokens=16,
+        steps=16,
+        block_length=8,
+        kv_cache=kv_cache,
+    )
     assert out.shape == ref["output"].shape and torch.equal(out[:, :12], ref["prompt"])
     data = REFERENCE["logits_padded"]
     with torch.no_grad():
         full = model(data["input_ids"], attention_mask=data["attention_mask"], use_cache=True)
-        window = model(data["input_ids"][:, 8:16], attention_mask=data["attention_mask"],
-                       past_key_values=full.past_key_values, cache_position=torch.arange(8, 16))
+        window = model(
+            data["input_ids"][:, 8:16],
+            attention_mask=data["attention_mask"],
+            past_key_values=full.past_key_values,
+            cache_position=torch.arange(8, 16),
+        )
     torch.testing.assert_close(window.logits, full.logits[:, 8:16], atol=1e-5, rtol=0)
 
 
 def test_likelihood_within_the_published_spread(model):
     ref = REFERENCE["loglikelihood"]
     n = 8
-    estimates = model.log_likelihood(ref["prompt"], [ref["answer"]] * n, mc_num=256,
-                                     generator=torch.Generator().manual_seed(0))
+    estimates = model.log_likelihood(
+        ref["prompt"], [ref["answer"]] * n, mc_num=256, generator=torch.Generator().manual_seed(0)
+    )
     std = ref["official_std_mc256"]
     assert abs(estimates.mean().item() - ref["official_mean"]) < 4 * (std**2 / n + (std / 8) ** 2) ** 0.5
 
@@ -169,7 +181,9 @@ with torch.no_grad():
     logits = model(data["logits_padded"]["input_ids"], attention_mask=data["logits_padded"]["attention_mask"]).logits
 torch.testing.assert_close(logits, data["logits_padded"]["logits"], atol=1e-5, rtol=0)
 case = data["generate"][4]
-out = model.generate(case["prompt"], attention_mask=case["attention_mask"], max_new_tokens=16, steps=16, block_length=8)
+out = model.generate(
+    case["prompt"], attention_mask=case["attention_mask"], max_new_tokens=16, steps=16, block_length=8
+)
 assert torch.equal(out, case["output"])
 print("REMOTE-OK")
 """
@@ -181,8 +195,14 @@ def test_trust_remote_code_without_llada(model, tmp_path):
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
-    result = subprocess.run([sys.executable, str(script), str(folder), str(FIXTURE / "reference.pt")], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), str(folder), str(FIXTURE / "reference.pt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "REMOTE-OK" in result.stdout, result.stdout + result.stderr
 
 
@@ -191,8 +211,9 @@ def test_trust_remote_code_without_llada(model, tmp_path):
 
 def test_ignored_fields_do_not_change_a_published_checkpoint(model):
     ids = REFERENCE["logits_plain"]["input_ids"]
-    config = LLaDAMoEConfig.from_pretrained(FIXTURE, norm_topk_prob=True, routed_scaling_factor=2.5,
-                                            router_aux_loss_coef=0.5)
+    config = LLaDAMoEConfig.from_pretrained(
+        FIXTURE, norm_topk_prob=True, routed_scaling_factor=2.5, router_aux_loss_coef=0.5
+    )
     other = LLaDAMoEModelLM.from_pretrained(FIXTURE, config=config).eval()
     with torch.no_grad():
         assert torch.equal(other(ids).logits, model(ids).logits)
