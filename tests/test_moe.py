@@ -270,3 +270,106 @@ def test_partial_rotary_leaves_the_other_dims_alone():
     ids = torch.randint(0, 98, (1, 8))
     with torch.no_grad():
         assert model(ids).logits.shape == (1, 8, 100)
+
+
+# ---- training -------------------------------------------------------------------------------------------------------
+
+
+def tiny_moe_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return LLaDAMoEModelLM(tiny_moe_config(**overrides))
+
+
+def test_router_losses_by_hand():
+    from llada.training.moe import router_losses
+
+    # Uniform router: balance loss 1 whatever the selections; z-loss = log(E)^2.
+    logits = torch.zeros(6, 4)
+    experts = torch.tensor([[0, 1], [2, 3], [0, 1], [2, 3], [0, 1], [2, 3]])
+    aux, z = router_losses((logits,), (experts,), 4)
+    assert aux.item() == pytest.approx(1.0) and z.item() == pytest.approx(torch.log(torch.tensor(4.0)).item() ** 2)
+    # Every token on experts 0 and 1, which also hold all the probability: E * (1/2 * 1/2 + 1/2 * 1/2) = 2.
+    logits = torch.tensor([[30.0, 30.0, -30.0, -30.0]]).repeat(4, 1)
+    aux, _ = router_losses((logits,), (torch.tensor([[0, 1]]).repeat(4, 1),), 4)
+    assert aux.item() == pytest.approx(2.0, rel=1e-6)
+    # Padding tokens do not count.
+    mask = torch.tensor([1, 1, 0, 0])
+    skewed = torch.tensor([[0, 1], [0, 1], [2, 3], [2, 3]])
+    a_masked, _ = router_losses((logits,), (skewed,), 4, mask)
+    a_real, _ = router_losses((logits[:2],), (skewed[:2],), 4)
+    assert a_masked.item() == pytest.approx(a_real.item())
+
+
+def test_sft_run_adds_and_logs_router_losses(tmp_path):
+    from llada.training import LLaDATrainer
+    from tests.test_training import random_rows, stack_batch, training_args
+
+    model = tiny_moe_model()
+    args = training_args(tmp_path, max_steps=2, router_aux_loss_coef=0.5, router_z_loss_coef=0.1, learning_rate=1e-3)
+    trainer = LLaDATrainer(
+        model=model, args=args, train_dataset=random_rows(4, 10, prompt=3), data_collator=stack_batch
+    )
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2 and all("aux_loss" in e and "z_loss" in e for e in logged)
+    assert all(0.9 < e["aux_loss"] < 4 and e["z_loss"] > 0 for e in logged)
+    # The added term is exactly coef * aux + coef * z of the same forward.
+    batch = stack_batch(random_rows(2, 10, seed=3, prompt=3))
+    model.train()
+    with_router = trainer.compute_loss(model, batch)
+    trainer._router_logs = {}
+    trainer.args.router_aux_loss_coef, trainer.args.router_z_loss_coef = 0.0, 0.0
+    trainer._mask_step = (trainer.state.global_step, -1)  # draw the same masks again
+    plain = trainer.compute_loss(model, batch)
+    assert trainer._router_logs == {}
+    trainer.args.router_aux_loss_coef, trainer.args.router_z_loss_coef = 0.5, 0.1
+    trainer._mask_step = (trainer.state.global_step, -1)
+    again = trainer.compute_loss(model, batch)
+    aux, z = trainer._router_logs["aux_loss"], trainer._router_logs["z_loss"]
+    torch.testing.assert_close(with_router, again)
+    torch.testing.assert_close(again - plain, 0.5 * aux + 0.1 * z, atol=1e-5, rtol=1e-5)
+
+
+def test_expert_bias_update_rule(tmp_path):
+    from llada.training import LLaDATrainer
+    from tests.test_training import random_rows, stack_batch, training_args
+
+    model = tiny_moe_model(moe_router_enable_expert_bias=True)
+    bias = model.model.layers[1].mlp.expert_bias
+    args = training_args(tmp_path, max_steps=1, expert_bias_update_rate=0.25, router_aux_loss_coef=0.0)
+    trainer = LLaDATrainer(model=model, args=args, train_dataset=random_rows(2, 10), data_collator=stack_batch)
+    loads = []
+    original = trainer._router_loss
+
+    def record(out, mask, *options):
+        loads.append(torch.bincount(out.selected_experts[0].reshape(-1), minlength=4).float())
+        return original(out, mask, *options)
+
+    trainer._router_loss = record
+    trainer.train()
+    assert not bias.requires_grad and len(loads) == 1
+    expected = 0.25 * torch.sign(loads[0].mean() - loads[0])
+    assert torch.equal(bias, expected)
+    with pytest.raises(ValueError, match="moe_router_enable_expert_bias"):
+        LLaDATrainer(model=tiny_moe_model(), args=args, train_dataset=random_rows(2, 10), data_collator=stack_batch)
+
+
+def test_lora_targets_attention_shared_and_dense_mlps_never_router_or_head():
+    from peft import get_peft_model
+
+    from llada.training.lora import llada_lora_config
+
+    model = get_peft_model(tiny_moe_model(), llada_lora_config(r=2, moe=True))
+    adapted = {
+        n.split(".lora_A")[0].split("base_model.model.")[1] for n, _ in model.named_parameters() if "lora_A" in n
+    }
+    assert "model.layers.0.mlp.gate_proj" in adapted and "model.layers.1.shared_expert.down_proj" in adapted
+    assert "model.layers.1.self_attn.o_proj" in adapted and len(adapted) == 2 * 4 + 3 + 3
+    assert not any(".mlp.gate" == n[-9:] or "lm_head" in n or "experts" in n for n in adapted)
+    ids = torch.randint(0, 98, (1, 6))
+    with torch.no_grad():
+        assert model(input_ids=ids).logits.shape == (1, 6, 100)
+    with_experts = get_peft_model(tiny_moe_model(), llada_lora_config(r=2, moe=True, experts=True))
+    assert any("experts" in n and "lora" in n for n, _ in with_experts.named_parameters())
+    with pytest.raises(ValueError, match="moe=True"):
+        llada_lora_config(experts=True)
