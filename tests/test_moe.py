@@ -373,3 +373,66 @@ def test_lora_targets_attention_shared_and_dense_mlps_never_router_or_head():
     assert any("experts" in n and "lora" in n for n, _ in with_experts.named_parameters())
     with pytest.raises(ValueError, match="moe=True"):
         llada_lora_config(experts=True)
+
+
+# ---- CLI and hub ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moe_model_dir(tmp_path_factory):
+    from llada.training.tokenizer import train_tokenizer
+
+    from .test_cli import TEXT
+
+    tokenizer = train_tokenizer([TEXT] * 8, vocab_size=300)
+    config = tiny_moe_config(
+        vocab_size=len(tokenizer),
+        mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LLaDAMoEModelLM(config)
+    folder = tmp_path_factory.mktemp("cli-moe-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_cli_generate_info_and_push(capsys, monkeypatch, moe_model_dir):
+    from transformers import AutoTokenizer
+
+    from llada.generation_llada import decode_generation
+
+    from .test_cli import run
+    from .test_hub import HubStandIn
+
+    code, out, err = run(capsys, monkeypatch, "generate", "--model", moe_model_dir, "--steps", "4",
+                         "--max-new-tokens", "8", "--block-length", "4", "In the")  # fmt: skip
+    assert code == 0, err
+    model = LLaDAModelLM.from_pretrained(moe_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(moe_model_dir)
+    ids = tokenizer(["In the"], return_tensors="pt")["input_ids"]
+    expected = model.generate(ids, max_new_tokens=8, steps=4, block_length=4)
+    assert out.strip() == decode_generation(tokenizer, expected, prompt_length=0)[0].strip()
+
+    code, out, err = run(capsys, monkeypatch, "info", "--model", moe_model_dir, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["routed experts / per token"] == "4 / 2" and info["layers (MoE / dense)"] == "2 (1 / 1)"
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with HubStandIn() as hub:
+        code, out, err = run(capsys, monkeypatch, "push", "me/moe", "--model", moe_model_dir, "--endpoint",
+                             hub.endpoint, "--token", "t")  # fmt: skip
+    assert code == 0, err
+    files = hub.repos["me/moe"]
+    assert {"model.safetensors", "modeling_llada_moe.py", "configuration_llada_moe.py", "README.md"} <= set(files)
+    assert "routed experts / per token" in files["README.md"].decode()
+    assert "model.layers.1.mlp.experts.3.down_proj.weight" in load_file_bytes(files["model.safetensors"])
+
+
+def load_file_bytes(data: bytes) -> dict:
+    from safetensors.torch import load
+
+    return load(data)
