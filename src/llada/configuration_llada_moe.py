@@ -31,7 +31,7 @@ class LLaDAMoEConfig(PretrainedConfig):
     Args:
         vocab_size (`int`, *optional*, defaults to 157184): rows of the embedding and of the LM head.
         hidden_size (`int`, *optional*, defaults to 2048), num_hidden_layers (`int`, defaults to 16),
-        num_attention_heads (`int`, defaults to 16), num_key_value_heads (`int`, defaults to 16): shapes;
+        num_attention_heads (`int`, defaults to 16), num_key_value_heads (`int`, defaults to None = heads): shapes;
             head_dim = hidden_size / num_attention_heads.
         dense_intermediate_size (`int`, defaults to 8192): MLP width of the dense layers (`moe_layer_freq` 0).
         expert_intermediate_size (`int`, defaults to 1024): width of every routed expert.
@@ -70,7 +70,7 @@ class LLaDAMoEConfig(PretrainedConfig):
         shared_expert_intermediate_size=None,
         num_hidden_layers=16,
         num_attention_heads=16,
-        num_key_value_heads=16,
+        num_key_value_heads=None,
         hidden_act="silu",
         max_position_embeddings=8192,
         initializer_range=0.02,

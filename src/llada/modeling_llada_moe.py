@@ -23,9 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import Concatenate, MergeModulelist, WeightConverter
-from transformers.integrations.moe import use_experts_implementation
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
@@ -52,23 +49,37 @@ MOE_AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_llada_moe.LLaDAMoEModelLM",
 }
 
-# The published checkpoints keep one module per expert; the model holds them stacked.
-register_checkpoint_conversion_mapping(
-    "LLaDAMoEModelLM",
-    [
-        WeightConverter(
-            source_patterns=["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight"],
-            target_patterns="mlp.experts.gate_up_proj",
-            operations=[MergeModulelist(dim=0), Concatenate(dim=1)],
-        ),
-        WeightConverter(
-            source_patterns="mlp.experts.*.down_proj.weight",
-            target_patterns="mlp.experts.down_proj",
-            operations=[MergeModulelist(dim=0)],
-        ),
-    ],
-    overwrite=True,
-)
+try:  # transformers 5: experts kernels and checkpoint conversions (transformers 4.x has neither)
+    from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+    from transformers.core_model_loading import Concatenate, MergeModulelist, WeightConverter
+    from transformers.integrations.moe import use_experts_implementation
+
+    MOE_SUPPORTED = True
+except ImportError:  # importing this file stays possible (e.g. `import llada`); building a model raises
+    MOE_SUPPORTED = False
+
+    def use_experts_implementation(cls):
+        return cls
+
+
+if MOE_SUPPORTED:
+    # The published checkpoints keep one module per expert; the model holds them stacked.
+    register_checkpoint_conversion_mapping(
+        "LLaDAMoEModelLM",
+        [
+            WeightConverter(
+                source_patterns=["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight"],
+                target_patterns="mlp.experts.gate_up_proj",
+                operations=[MergeModulelist(dim=0), Concatenate(dim=1)],
+            ),
+            WeightConverter(
+                source_patterns="mlp.experts.*.down_proj.weight",
+                target_patterns="mlp.experts.down_proj",
+                operations=[MergeModulelist(dim=0)],
+            ),
+        ],
+        overwrite=True,
+    )
 
 
 class LLaDAMoEMLP(nn.Module):
@@ -298,6 +309,13 @@ class LLaDAMoEModel(LLaDAMoEPreTrainedModel):
     """`model.{embed_tokens, layers, norm}`; returns the final hidden states (and router outputs on request)."""
 
     def __init__(self, config: LLaDAMoEConfig):
+        if not MOE_SUPPORTED:
+            import transformers
+
+            raise ImportError(
+                f"LLaDA-MoE needs transformers >= 5 (its experts kernels and checkpoint conversion); this is "
+                f"transformers {transformers.__version__}. Upgrade with `pip install -U 'transformers>=5.17'`."
+            )
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(LLaDAMoEDecoderLayer(config, i) for i in range(config.num_hidden_layers))
