@@ -74,6 +74,34 @@ def test_reproduces_routing_and_final_hidden_states(model):
         torch.testing.assert_close(weights, router["routing_weights"][n].reshape(weights.shape), atol=1e-6, rtol=0)
 
 
+def test_eager_attention_reproduces_padded_logits():
+    model = LLaDAModelLM.from_pretrained(FIXTURE, attn_implementation="eager").eval()
+    data = REFERENCE["logits_padded"]
+    with torch.no_grad():
+        logits = model(data["input_ids"], attention_mask=data["attention_mask"]).logits
+    torch.testing.assert_close(logits, data["logits"], atol=1e-5, rtol=0)
+
+
+def test_gradient_checkpointing_same_gradients_and_bfloat16_follows_float32(model):
+    ids = REFERENCE["logits_masked"]["input_ids"]
+    grads = []
+    for checkpointing in (False, True):
+        other = LLaDAMoEModelLM.from_pretrained(FIXTURE)
+        if checkpointing:
+            enable = getattr(other, "activation_checkpointing_enable", None) or other.gradient_checkpointing_enable
+            enable()
+        other.train()
+        other(ids).logits.float().logsumexp(-1).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in other.named_parameters() if p.grad is not None})
+    assert "model.layers.1.mlp.experts.gate_up_proj" in grads[0] and grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+    bf16 = LLaDAMoEModelLM.from_pretrained(FIXTURE, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        low, high = bf16(ids).logits.float(), model(ids).logits
+    assert (low - high).abs().max() < 0.1 * high.abs().max()
+
+
 @pytest.mark.parametrize("implementation", ["eager", "batched_mm"])
 def test_experts_kernels_agree(implementation):
     model = LLaDAMoEModelLM.from_pretrained(FIXTURE, experts_implementation=implementation).eval()
