@@ -514,7 +514,8 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
             config = LLaDAConfig.from_pretrained(
                 pretrained_model_name_or_path, **{k: kwargs[k] for k in hub if k in kwargs}
             )
-        if cls is LLaDAModelLM and config is not None and not isinstance(config, LLaDAConfig):
+        # Duck-typed: with trust_remote_code, transformers may load the config module twice (two LLaDAConfig classes).
+        if cls is LLaDAModelLM and getattr(config, "num_experts", None) is not None:
             from .modeling_llada_moe import LLaDAMoEModelLM
 
             kwargs["config"] = config
