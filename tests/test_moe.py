@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
@@ -464,3 +466,29 @@ def load_file_bytes(data: bytes) -> dict:
     from safetensors.torch import load
 
     return load(data)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    norm=st.booleans(),
+    scale=st.sampled_from([1, 0.5, 2.5]),
+    own=st.booleans(),
+    with_bias=st.booleans(),
+)
+def test_routing_options(seed, norm, scale, own, with_bias):
+    from llada.modeling_llada_moe import route
+
+    config = tiny_moe_config(norm_topk_prob=norm, routed_scaling_factor=scale, llada_routing_options=own)
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(7, 4, generator=g)
+    bias = torch.randn(4, generator=g) * 0.1 if with_bias else None
+    weights, experts = route(config, logits, bias)
+    scores = logits.softmax(-1) + (0 if bias is None else bias)
+    expected, chosen = scores.topk(2, dim=-1)
+    assert torch.equal(experts, chosen)  # the selection never depends on the ignored fields
+    if own and norm:
+        expected = expected / expected.sum(-1, keepdim=True)
+    if own:
+        expected = expected * scale
+    torch.testing.assert_close(weights, expected)
