@@ -492,3 +492,17 @@ def test_routing_options(seed, norm, scale, own, with_bias):
     if own:
         expected = expected * scale
     torch.testing.assert_close(weights, expected)
+
+
+def test_eval_loss_is_the_diffusion_bound_only(tmp_path):
+    from llada.training import LLaDATrainer
+
+    from .test_training import random_rows, stack_batch, training_args
+
+    rows = random_rows(2, 10, prompt=3)
+    losses = []
+    for coef in (0.0, 5.0):
+        args = training_args(tmp_path, router_aux_loss_coef=coef, router_z_loss_coef=coef)
+        trainer = LLaDATrainer(model=tiny_moe_model(), args=args, eval_dataset=rows, data_collator=stack_batch)
+        losses.append(trainer.evaluate()["eval_loss"])
+    assert losses[0] == losses[1]

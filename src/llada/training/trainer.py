@@ -268,8 +268,12 @@ class LLaDATrainer(Trainer):
     # ---- LLaDA-MoE router losses ---------------------------------------------------------------------------------
 
     def _router_options(self, training: bool):
-        """(aux coefficient, z coefficient, count loads) for a LLaDA-MoE model that needs router outputs, else None."""
+        """(aux coefficient, z coefficient, count loads) for a LLaDA-MoE model that needs router outputs, else None.
+        Training only: `eval_loss` stays the diffusion bound, comparable with dense models."""
         from .moe import is_moe
+
+        if not training:
+            return None
 
         model = self.accelerator.unwrap_model(self.model)
         if not is_moe(model) and not is_moe(getattr(model, "base_model", None)):
