@@ -38,14 +38,25 @@ VERSIONS = [v for v in os.environ.get("LLADA_TEST_TRANSFORMERS_VERSIONS", "4.57.
 # ---------------------------------------------------------------------------------------------------------- offline
 
 
-def test_modeling_imports_every_hub_core_file_directly():
-    """transformers 4.x copies into its module cache only the files named by the loaded file's own
-    `from .x import` lines (its pattern, not an import graph): modeling must name every other hub-core file."""
-    text = (SRC / "modeling_llada.py").read_text()
-    direct = set(re.findall(r"^\s*from\s+\.(\S+)\s+import", text, flags=re.MULTILINE))
-    assert direct == {Path(name).stem for name in HUB_CORE_FILES} - {"modeling_llada"}
-    # The config is loaded alone by AutoConfig: it must need no sibling.
-    assert not re.findall(r"^\s*from\s+\.", (SRC / "configuration_llada.py").read_text(), flags=re.MULTILINE)
+def _relative_imports(name: str) -> set[str]:
+    """The sibling modules that transformers 4.x finds in a file: its pattern, indented lines included."""
+    text = (SRC / f"{name}.py").read_text()
+    return set(re.findall(r"^\s*from\s+\.(\S+)\s+import", text, flags=re.MULTILINE)) | set(
+        re.findall(r"^\s*import\s+\.(\S+)\s*$", text, flags=re.MULTILINE)
+    )
+
+
+@pytest.mark.parametrize("entry", sorted({target.split(".")[0] for target in modeling.AUTO_MAP.values()}))
+def test_auto_map_files_import_every_file_they_need_directly(entry):
+    """transformers 4.x copies into its module cache only the files that the loaded file names itself, then reads
+    the whole import graph: each file that auto_map names must name every file reachable from it."""
+    reachable, todo = set(), [entry]
+    while todo:
+        for module in _relative_imports(todo.pop()) - reachable:
+            reachable.add(module)
+            todo.append(module)
+    assert reachable - {entry} <= _relative_imports(entry)
+    assert {f"{module}.py" for module in reachable} <= set(HUB_CORE_FILES)
 
 
 def test_too_old_transformers_is_refused_at_load(monkeypatch):

@@ -252,25 +252,21 @@ class LLaDAConfig(PretrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
-        """`PretrainedConfig.from_dict`; where a dict holds both a published field and its transformers alias
-        (`weight_tying` and `tie_word_embeddings`, ...), the published field is the one read."""
-        config_dict = {
-            key: value
-            for key, value in config_dict.items()
-            if not (key in cls.attribute_map and cls.attribute_map[key] in config_dict)
-        }
-        return super().from_dict(config_dict, **kwargs)
-
-    @classmethod
-    def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict`; a LLaDA-MoE config (same `model_type` "llada", MoE fields) gives a
-        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind."""
+        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind. Where a dict holds
+        both a published field and its transformers alias (`weight_tying` and `tie_word_embeddings`, ...), the
+        published field is the one read."""
         if cls is LLaDAConfig and (
             "num_experts" in config_dict or "LLaDAMoEModelLM" in (config_dict.get("architectures") or ())
         ):
             from .configuration_llada_moe import LLaDAMoEConfig
 
             return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        config_dict = {
+            key: value
+            for key, value in config_dict.items()
+            if not (key in cls.attribute_map and cls.attribute_map[key] in config_dict)
+        }
         return super().from_dict(config_dict, **kwargs)
 
     def _check_supported(self):

@@ -25,13 +25,13 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+# transformers 4.x copies into its module cache only the files that the loaded file imports itself (`from .x import`,
+# indented ones included): every hub-core file that a sibling imports is therefore imported here too (the unused ones).
 from .configuration_llada import LLaDAConfig
+from .configuration_llada_moe import LLaDAMoEConfig  # noqa: F401
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
-
-# transformers 4.x copies into its module cache only the files that the loaded file imports itself (`from .x import`):
-# every hub-core file is therefore imported here, although only generation_llada and likelihood_llada use this one.
-from .masking_llada import num_transfer_tokens  # noqa: F401, E402
+from .masking_llada import num_transfer_tokens  # noqa: F401
 
 try:  # transformers >= 4.52
     from transformers.modeling_layers import GradientCheckpointingLayer
