@@ -26,10 +26,11 @@ def probe(folder: str) -> dict:
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    assert type(config).__name__ == "LLaDAConfig", type(config)
+    kind = "LLaDAMoE" if type(config).__name__ == "LLaDAMoEConfig" else "LLaDA"
+    assert type(config).__name__ == f"{kind}Config", type(config)
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    assert type(model).__name__ == "LLaDAModelLM", type(model)
-    assert type(AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)).__name__ == "LLaDAModelLM"
+    assert type(model).__name__ == f"{kind}ModelLM", type(model)
+    assert type(AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)).__name__ == f"{kind}ModelLM"
 
     vocab, mask_id, pad_id = config.vocab_size, config.mask_token_id, config.pad_token_id
     ids = torch.arange(2 * 12).reshape(2, 12) * 37 % (vocab - 8)  # ordinary tokens, below the special ids
@@ -65,7 +66,7 @@ def probe(folder: str) -> dict:
         batch_size=4,
         generator=torch.Generator().manual_seed(0),
     )
-    out["weight_tying"] = torch.tensor(bool(model.config.weight_tying))
+    out["tie_word_embeddings"] = torch.tensor(bool(model.config.tie_word_embeddings))
     out["special_ids"] = torch.tensor([config.mask_token_id, config.eos_token_id, config.pad_token_id])
     return out
 

@@ -1,5 +1,5 @@
 """A saved folder loads through `trust_remote_code` under the transformers its users have (4.x included) and computes
-the same numbers, or refuses clearly.
+the same numbers, or refuses clearly (LLaDA-MoE needs transformers 5.17+: under 4.x it must be refused).
 
 The round trip runs tests/remote_code_probe.py in a separate virtual environment with another transformers and no
 `llada`, built once under ~/.cache/llada-tests (LLADA_TEST_CACHE overrides it) and skipped when the package index
@@ -22,9 +22,10 @@ from transformers import GenerationConfig, PretrainedConfig
 
 import llada.modeling_llada as modeling
 from llada import LLaDAConfig, LLaDAModelLM
-from llada.configuration_llada import MIN_TRANSFORMERS_VERSION
+from llada.configuration_llada import MIN_TRANSFORMERS_VERSION, _major_minor
 from llada.generation_llada import LLaDAGenerationMixin
 from llada.modeling_llada import HUB_CORE_FILES
+from llada.modeling_llada_moe import MOE_MIN_TRANSFORMERS_VERSION
 
 from .conftest import tiny_config
 from .remote_code_probe import probe
@@ -46,10 +47,11 @@ def _relative_imports(name: str) -> set[str]:
     )
 
 
-@pytest.mark.parametrize("entry", sorted({target.split(".")[0] for target in modeling.AUTO_MAP.values()}))
-def test_auto_map_files_import_every_file_they_need_directly(entry):
-    """transformers 4.x copies into its module cache only the files that the loaded file names itself, then reads
-    the whole import graph: each file that auto_map names must name every file reachable from it."""
+@pytest.mark.parametrize("entry", sorted(Path(name).stem for name in HUB_CORE_FILES))
+def test_hub_core_files_import_every_file_they_need_directly(entry):
+    """transformers 4.x and 5.0 copy into their module cache only the files that the loaded file names itself, then
+    read the whole import graph: each hub-core file (any may be an auto_map target) names every file reachable
+    from it."""
     reachable, todo = set(), [entry]
     while todo:
         for module in _relative_imports(todo.pop()) - reachable:
@@ -182,11 +184,13 @@ def _environment(version: str) -> Path:
     return python
 
 
+@pytest.mark.parametrize("kind", ["dense", "moe"])
 @pytest.mark.parametrize("version", VERSIONS)
-def test_saved_folder_round_trip_under_other_transformers(version, tmp_path, fixture_dir):
+def test_saved_folder_round_trip_under_other_transformers(version, kind, tmp_path, fixture_dir):
     python = _environment(version)
-    folder = tmp_path / f"llada_saved_{version.replace('.', '_')}"
-    model = LLaDAModelLM.from_pretrained(fixture_dir)
+    folder = tmp_path / f"llada_{kind}_{version.replace('.', '_')}"
+    source = fixture_dir if kind == "dense" else fixture_dir.parent / "official-lladamoe-tiny"
+    model = LLaDAModelLM.from_pretrained(source)
     model.generation_config.update(max_new_tokens=8, steps=4, block_length=4, remasking="margin", kv_cache="prefix")
     model.save_pretrained(folder)
     expected = probe(str(folder))
@@ -201,6 +205,14 @@ def test_saved_folder_round_trip_under_other_transformers(version, tmp_path, fix
         text=True,
         timeout=600,
     )
+    if kind == "moe" and _major_minor(version) < _major_minor(MOE_MIN_TRANSFORMERS_VERSION):
+        # Refused at load, with the version found and the one needed; never a model with other numbers.
+        assert result.returncode != 0 and "PROBE-OK" not in result.stdout
+        assert (
+            f"ImportError: LLaDA-MoE needs transformers >= {MOE_MIN_TRANSFORMERS_VERSION}" in result.stderr
+            and f"this is transformers {version}" in result.stderr
+        ), result.stderr[-3000:]
+        return
     assert "PROBE-OK" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt", weights_only=True)
     assert got.pop("transformers_version").tolist() == [int(p) for p in version.split(".")[:2]]
