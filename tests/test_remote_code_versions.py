@@ -220,3 +220,13 @@ def test_saved_folder_round_trip_under_other_transformers(version, kind, tmp_pat
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert torch.equal(got[name], value), f"{name} differs under transformers {version}"
+
+
+def test_model_card_names_the_transformers_the_remote_code_needs(fixture_dir):
+    from llada.hub import build_model_card
+
+    dense = str(build_model_card(LLaDAModelLM.from_pretrained(fixture_dir), repo_id="me/x", language=None))
+    assert f"(transformers\n{MIN_TRANSFORMERS_VERSION} or later; before 4.56, write `torch_dtype=`" in dense
+    moe_model = LLaDAModelLM.from_pretrained(fixture_dir.parent / "official-lladamoe-tiny")
+    moe = str(build_model_card(moe_model, repo_id="me/x", language=None))
+    assert f"(transformers\n{MOE_MIN_TRANSFORMERS_VERSION} or later):" in moe
