@@ -47,3 +47,67 @@ print("ok")
     result = _python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from transformers import AutoTokenizer
+
+    from llada import LLaDAModelLM
+    from llada.cli import DEMO_MODEL_DIR
+
+    return LLaDAModelLM.from_pretrained(DEMO_MODEL_DIR).eval(), AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
+
+
+def test_demo_loads_as_float32_without_a_dtype(demo):
+    """README: the demo loads as float32; config.json's dtype is that single source of truth."""
+    from llada.cli import DEMO_MODEL_DIR
+
+    model, _ = demo
+    assert model.dtype == torch.float32
+    assert json.loads((DEMO_MODEL_DIR / "config.json").read_text())["dtype"] == "float32"
+
+
+def test_text_generation_pipeline(demo, tmp_path):
+    """The pipeline works with its defaults (it adds do_sample=True, temperature=0.7 only where the model's
+    generation config leaves do_sample unset) and with max_new_tokens, temperature, return_full_text."""
+    from transformers import pipeline
+
+    from llada.generation_llada import LLaDAGenerationConfig, decode_generation
+
+    model, tokenizer = demo
+    assert model.generation_config.to_diff_dict()["do_sample"] is False
+    model.generation_config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    assert saved["do_sample"] is False and saved["temperature"] == 0.0
+    assert LLaDAGenerationConfig(temperature=0.5).do_sample is True
+
+    pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    prompt = "In the beginning"
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    expected = decode_generation(tokenizer, model.generate(ids, max_new_tokens=8, steps=8), ids.shape[1])[0]
+    text = pipe(prompt, max_new_tokens=8, steps=8, return_full_text=False)[0]["generated_text"]
+    assert text == expected
+    full = pipe(prompt, max_new_tokens=8, steps=8)[0]["generated_text"]
+    assert full == prompt + expected
+    default = pipe(prompt)[0]["generated_text"]  # the model's defaults: greedy, 64 tokens
+    greedy = model.generate(ids)
+    assert default == prompt + decode_generation(tokenizer, greedy, ids.shape[1])[0]
+    torch.manual_seed(0)
+    sampled = pipe(prompt, max_new_tokens=8, temperature=0.9)[0]["generated_text"]
+    assert sampled.startswith(prompt)
+
+
+def test_fill_mask_pipeline(demo):
+    from transformers import pipeline
+
+    model, tokenizer = demo
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer)
+    text = f"In the beginning God created the {tokenizer.mask_token} and the earth."
+    answers = fill(text, top_k=3)
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    position = int((ids[0] == tokenizer.mask_token_id).nonzero())
+    probs = model(ids).logits[0, position].float().softmax(-1)
+    top = probs.topk(3)
+    assert [a["token"] for a in answers] == top.indices.tolist()
+    assert [a["score"] for a in answers] == pytest.approx(top.values.tolist(), rel=1e-4)

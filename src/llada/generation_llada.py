@@ -225,7 +225,15 @@ class LLaDAGenerationConfig(GenerationConfig):
             setattr(self, name, kwargs.pop(name, default))
         kwargs.setdefault("max_new_tokens", 128)
         kwargs.setdefault("temperature", 0.0)
+        # `do_sample` follows the temperature, and is always saved (see `to_diff_dict`): callers such as the
+        # text-generation pipeline add their own sampling defaults when the model's config leaves it unset.
+        kwargs.setdefault("do_sample", bool(kwargs["temperature"]))
         super().__init__(**kwargs)
+
+    def to_diff_dict(self) -> dict:
+        diff = super().to_diff_dict()
+        diff["do_sample"] = bool(self.do_sample)
+        return diff
 
     def validate(self, strict=False, **kwargs):
         """`GenerationConfig.validate`, plus the diffusion fields. The diffusion `temperature` (0 is greedy) and
