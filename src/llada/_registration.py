@@ -34,11 +34,18 @@ _LAZY_EXPORTS = {
 _CONFIG_AUTO = "transformers.models.auto.configuration_auto"
 _MODELING_AUTO = "transformers.models.auto.modeling_auto"
 _MODELING_LLADA = "llada.modeling_llada"
+_CONFIGURATION_LLADA = "llada.configuration_llada"
 _done = {"config": False, "models": False}
 
 
+def _loading(name: str) -> bool:
+    """Whether module `name` is being imported right now (then its own hook registers once it has loaded)."""
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def _register_config():
-    if _done["config"]:
+    if _done["config"] or _loading(_CONFIGURATION_LLADA):
         return
     _done["config"] = True
     from transformers.models.auto.configuration_auto import AutoConfig
@@ -49,7 +56,7 @@ def _register_config():
 
 
 def _register_models():
-    if _done["models"]:
+    if _done["models"] or _loading(_MODELING_LLADA) or _loading(_CONFIGURATION_LLADA):
         return
     _done["models"] = True
     _register_config()
@@ -81,6 +88,9 @@ class _HookedLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
+        spec = getattr(module, "__spec__", None)
+        if spec is not None:  # the module has run to its end: no longer "loading" for `_loading`
+            spec._initializing = False
         self._callback()
 
     def __getattr__(self, name):
@@ -117,6 +127,7 @@ def install():
         _register_config()
     else:
         hooks[_CONFIG_AUTO] = _register_config
+        hooks[_CONFIGURATION_LLADA] = _register_config
     if _MODELING_AUTO in sys.modules:
         _register_models()
     else:
