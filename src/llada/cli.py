@@ -638,10 +638,20 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {_first_line(error)}"
 
 
+#: Commands whose remaining arguments belong to another program, unparsed: (command words, attribute).
+_PASSTHROUGH = ((("eval", "lm-eval"), "lm_eval_args"),)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
+    rest = None
+    for words, attribute in _PASSTHROUGH:
+        if tuple(argv[: len(words)]) == words:
+            argv, rest = argv[: len(words)], argv[len(words) :]
     args = parser.parse_args(argv)
+    if rest is not None:
+        setattr(args, attribute, rest)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
