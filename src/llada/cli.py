@@ -645,12 +645,12 @@ _PASSTHROUGH = ((("eval", "lm-eval"), "lm_eval_args"),)
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    rest = None
+    passed = {}
     for words, attribute in _PASSTHROUGH:
         if tuple(argv[: len(words)]) == words:
-            argv, rest = argv[: len(words)], argv[len(words) :]
+            argv, passed[attribute] = argv[: len(words)], argv[len(words) :]
     args = parser.parse_args(argv)
-    if rest is not None:
+    for attribute, rest in passed.items():
         setattr(args, attribute, rest)
     func = getattr(args, "func", None)
     if func is None:

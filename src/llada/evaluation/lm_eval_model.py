@@ -12,12 +12,13 @@ or, from Python, `import llada.evaluation.lm_eval_model` before `lm_eval.simple_
 
 Model arguments (`--model_args k=v,...`): `pretrained` (folder or Hub id), `tokenizer` (default: `pretrained`),
 `dtype` (`auto`, `bfloat16`, `float16`, `float32`), `device`, `mc_num` (128), `mc_batch_size` (the published
-estimator's stratification group: 16, or the largest divisor of `mc_num` below 16), `estimator` (`published` or `stratified`), `cfg_scale` (0), `max_batch_tokens`
-(8192), `seed` (1234), `check_greedy` (False), `context_length` (0; for `loglikelihood_rolling`), `max_length`
-(default: the model's), and the sampler's defaults for `generate_until`: `max_new_tokens` (256), `steps`
-(default: `max_new_tokens`), `block_length` (default: `max_new_tokens`), `temperature` (0), `remasking`
-(`low_confidence`), `gen_cfg_scale` (0). A task's `generation_kwargs` override them per request (`max_gen_toks`,
-`until`, `temperature`, `steps`, `block_length`, `remasking`, `cfg_scale`).
+estimator's stratification group: 16, or the largest divisor of `mc_num` below 16), `estimator` (`published` or
+`stratified`), `cfg_scale` (0), `max_batch_tokens` (8192), `seed` (1234), `check_greedy` (False), `context_length`
+(0; for `loglikelihood_rolling`), `max_length` (default: the model's), and the sampler's defaults for
+`generate_until`: `max_new_tokens` (256), `steps` (default: `max_new_tokens`), `block_length` (default:
+`max_new_tokens`), `temperature` (0), `remasking` (`low_confidence`), `gen_cfg_scale` (0). A task's
+`generation_kwargs` override them per request (`max_gen_toks`, `until`, `temperature`, `steps`, `block_length`,
+`remasking`, `cfg_scale`).
 
 `is_greedy` (used by a few tasks' `acc` of exact continuations) is computed only with `check_greedy=True`: the
 answer is greedy when the published low-confidence sampler, unmasking one token per step, reproduces it exactly
