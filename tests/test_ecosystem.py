@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import tiny_config
-
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -111,3 +109,43 @@ def test_fill_mask_pipeline(demo):
     top = probs.topk(3)
     assert [a["token"] for a in answers] == top.indices.tolist()
     assert [a["score"] for a in answers] == pytest.approx(top.values.tolist(), rel=1e-4)
+
+
+def test_put_draft_streamers_and_tokens_per_forward(demo, capsys):
+    """A streamer with `put_draft` (transformers' TextDiffusionStreamer) gets the current block, masks shown as the
+    proposals, after every step; `on_step` still gets the canvas. The output reports tokens_per_forward."""
+    from transformers import TextDiffusionStreamer
+
+    model, tokenizer = demo
+    ids = tokenizer("In the beginning", return_tensors="pt").input_ids
+    prompt_length = ids.shape[1]
+
+    class Recorder(TextDiffusionStreamer):
+        def __init__(self):
+            super().__init__(tokenizer)
+            self.drafts, self.canvases = [], []
+
+        def put_draft(self, value, **kwargs):
+            self.drafts.append(value.clone())
+            super().put_draft(value, **kwargs)
+
+        def on_step(self, canvas, step, prompt_length):
+            self.canvases.append(canvas.clone())
+
+    streamer = Recorder()
+    out = model.generate(
+        ids, max_new_tokens=8, steps=8, block_length=4, streamer=streamer, return_dict_in_generate=True
+    )
+    assert len(streamer.drafts) == len(streamer.canvases) == out.nfe == 8
+    for step, (draft, canvas) in enumerate(zip(streamer.drafts, streamer.canvases, strict=True)):
+        start = prompt_length + 4 * (step // 4)
+        assert draft.shape == (1, 4)
+        block = canvas[:, start : start + 4]
+        known = block != model.config.mask_token_id
+        assert torch.equal(draft[known], block[known])  # what is unmasked is in the draft as it is
+        assert not bool((draft == model.config.mask_token_id).any())
+    assert torch.equal(streamer.drafts[-1], out.sequences[:, -4:])  # the last draft is the final block
+    assert "\x1b[33m" in capsys.readouterr().out  # TextDiffusionStreamer printed its drafts
+    pad = model.generation_config.pad_token_id
+    written = int((out.sequences[0, prompt_length:] != pad).sum())
+    assert out.tokens_per_forward.tolist() == [pytest.approx(written / 8)]

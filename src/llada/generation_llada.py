@@ -322,11 +322,15 @@ class LLaDAGenerateOutput(ModelOutput):
     nfe (`int`):
         Forward passes of the model for the whole batch (a classifier-free guidance step is one pass over the
         doubled batch).
+    tokens_per_forward (`torch.FloatTensor` of shape `(batch_size,)`):
+        As in transformers' diffusion models: the tokens each row got from the sampler (the canvas and any masks of
+        the input), not counting `pad_token_id`, divided by `nfe`.
     """
 
     sequences: torch.LongTensor | None = None
     history: tuple[torch.LongTensor, ...] | None = None
     nfe: int | None = None
+    tokens_per_forward: torch.FloatTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -713,7 +717,9 @@ class LLaDAGenerationMixin:
                 Receives `put(prompt)`, then `put(block)` with the tokens of each block as it is finished
                 (`(batch, block_length)`, so a `TextStreamer` prints the text), then `end()`. A streamer that also has
                 `on_step(canvas, step=..., prompt_length=...)` gets the whole canvas `(batch, total_length)` after
-                every step (see `llada.streaming.LLaDATerminalStreamer`).
+                every step (see `llada.streaming.LLaDATerminalStreamer`). One with `put_draft` (transformers'
+                `TextDiffusionStreamer`) gets the current block after every step, its masks shown as the model's
+                current proposals.
             generator (`torch.Generator`, *optional*):
                 Source of randomness for `temperature > 0` and `remasking="random"`.
             kwargs:
@@ -723,7 +729,7 @@ class LLaDAGenerationMixin:
 
         Returns:
             `torch.LongTensor` `(batch_size, prompt_length + max_new_tokens)`, or a `LLaDAGenerateOutput`
-            (`sequences`, `history`, `nfe`) when `return_dict_in_generate=True`.
+            (`sequences`, `history`, `nfe`, `tokens_per_forward`) when `return_dict_in_generate=True`.
         """
         if input_ids is None:
             raise ValueError("generate() needs input_ids (batch, prompt_length).")
@@ -761,6 +767,8 @@ class LLaDAGenerationMixin:
 
         history = [] if config.output_history else None
         on_step = getattr(streamer, "on_step", None)
+        put_draft = getattr(streamer, "put_draft", None)  # transformers' TextDiffusionStreamer and its kind
+        takes_logits = bool(getattr(streamer, "_takes_logits", False))
         if streamer is not None:
             streamer.put(input_ids.cpu())
 
@@ -795,6 +803,11 @@ class LLaDAGenerationMixin:
                     total_length=plan.total_length,
                 )
                 x[:, start:end] = torch.where(transfer, x0, current)
+                if put_draft is not None:  # the block as it would read now: the proposals where masks remain
+                    if takes_logits:
+                        put_draft(logits=logits.cpu())
+                    else:
+                        put_draft(torch.where(x[:, start:end] == plan.mask_id, x0, x[:, start:end]).cpu())
                 if history is not None:
                     history.append(x.clone())
                 if on_step is not None:
@@ -816,7 +829,17 @@ class LLaDAGenerationMixin:
             streamer.end()
         if not config.return_dict_in_generate:
             return x
-        return LLaDAGenerateOutput(sequences=x, history=tuple(history) if history is not None else None, nfe=nfe)
+        canvas = x.new_ones(batch, plan.total_length - prompt_length, dtype=torch.bool)
+        filled = torch.cat((input_ids == plan.mask_id, canvas), dim=1)  # (B, T): what the sampler wrote
+        if config.pad_token_id is not None:
+            filled &= x != config.pad_token_id
+        tokens_per_forward = filled.sum(dim=1) / max(nfe, 1)
+        return LLaDAGenerateOutput(
+            sequences=x,
+            history=tuple(history) if history is not None else None,
+            nfe=nfe,
+            tokens_per_forward=tokens_per_forward,
+        )
 
     @staticmethod
     def _all_finished(x: torch.Tensor, plan: _Plan, end: int) -> bool:
