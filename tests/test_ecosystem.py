@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import tiny_config
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -149,3 +151,24 @@ def test_put_draft_streamers_and_tokens_per_forward(demo, capsys):
     pad = model.generation_config.pad_token_id
     written = int((out.sequences[0, prompt_length:] != pad).sum())
     assert out.tokens_per_forward.tolist() == [pytest.approx(written / 8)]
+
+
+@pytest.mark.parametrize(("new", "multiple", "rows"), [(110, None, 110), (90, None, 90), (101, 8, 104)])
+def test_resize_token_embeddings_runs_saves_and_reloads(tmp_path, new, multiple, rows):
+    from llada import LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config(mask_token_id=80, eos_token_id=81, pad_token_id=81)).eval()
+    model.resize_token_embeddings(new, pad_to_multiple_of=multiple, mean_resizing=False)
+    assert (model.config.vocab_size, model.config.embedding_size) == (new, rows)
+    assert model.get_input_embeddings().weight.shape[0] == model.get_output_embeddings().weight.shape[0] == rows
+    ids = torch.tensor([[1, rows - 1, 80]])
+    logits = model(ids).logits
+    assert logits.shape == (1, 3, rows)
+    with pytest.raises(ValueError, match=f"token id {rows} is outside the vocabulary"):
+        model(torch.tensor([[rows]]))
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["vocab_size"], saved["embedding_size"]) == (new, rows)
+    reloaded = LLaDAModelLM.from_pretrained(tmp_path).eval()
+    assert torch.equal(reloaded(ids).logits, logits)

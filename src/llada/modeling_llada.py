@@ -499,6 +499,15 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
     def set_output_embeddings(self, value: nn.Linear):
         self.model.transformer.ff_out = value
 
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """`PreTrainedModel.resize_token_embeddings`, keeping the published field layout: `vocab_size` is the
+        number of tokens asked for, `embedding_size` the rows of the (padded) table and head."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        rows = embeddings.weight.shape[0]
+        self.config.embedding_size = rows
+        self.config.vocab_size = min(new_num_tokens, rows) if new_num_tokens is not None else rows
+        return embeddings
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
