@@ -172,3 +172,17 @@ def test_resize_token_embeddings_runs_saves_and_reloads(tmp_path, new, multiple,
     assert (saved["vocab_size"], saved["embedding_size"]) == (new, rows)
     reloaded = LLaDAModelLM.from_pretrained(tmp_path).eval()
     assert torch.equal(reloaded(ids).logits, logits)
+
+
+def test_default_forward_exports():
+    """torch.export of the forward pass as a user calls it (the host-side vocabulary check is skipped in tracing)."""
+    from llada import LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config()).eval()
+    ids = torch.tensor([[1, 2, 99, 3]])
+    exported = torch.export.export(model, (ids,))
+    out = exported.module()(ids)
+    assert torch.equal(out["logits"] if isinstance(out, dict) else out.logits, model(ids).logits)
+    with pytest.raises(ValueError, match="outside the vocabulary"):  # eager calls still check
+        model(torch.tensor([[104]]))
