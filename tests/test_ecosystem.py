@@ -186,3 +186,28 @@ def test_default_forward_exports():
     assert torch.equal(out["logits"] if isinstance(out, dict) else out.logits, model(ids).logits)
     with pytest.raises(ValueError, match="outside the vocabulary"):  # eager calls still check
         model(torch.tensor([[104]]))
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_output_attentions(implementation):
+    """output_attentions=True returns each block's probabilities on any backend (that call runs eager attention),
+    padding keys at zero, the logits those of the backend's own path; config.output_attentions is honoured too."""
+    from llada import LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM._from_config(tiny_config(), attn_implementation=implementation).eval()
+    ids = torch.tensor([[98, 5, 6, 99], [1, 2, 3, 99]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    plain = model(ids, attention_mask=mask)
+    out = model(ids, attention_mask=mask, output_attentions=True)
+    assert plain.attentions is None
+    assert len(out.attentions) == model.config.n_layers
+    for weights in out.attentions:
+        assert weights.shape == (2, model.config.n_heads, 4, 4)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, model.config.n_heads, 4))
+        assert bool((weights[0, :, :, 0] == 0).all())  # the padding key gets no attention
+    torch.testing.assert_close(out.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    if implementation == "eager":  # transformers refuses config.output_attentions with other backends
+        model.config.output_attentions = True
+        assert len(model(ids).attentions) == model.config.n_layers
+        assert len(model(ids, return_dict=False)) == 2  # logits, attentions

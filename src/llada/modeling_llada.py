@@ -198,8 +198,9 @@ class LLaDABlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         past_key_values: LLaDAKVCache | None = None,
         window_start: int = 0,
+        output_attentions: bool = False,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         b, t, _ = hidden_states.shape
         x = self.attn_norm(hidden_states)
         q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -210,8 +211,9 @@ class LLaDABlock(GradientCheckpointingLayer):
         k = apply_rotary(k, cos, sin, self.config.rope_full_precision)
         if past_key_values is not None:
             k, v = past_key_values.splice(self.layer_idx, window_start, k, v)  # (B, Hkv, Tk, hd)
-        attend = attention_function(self.config._attn_implementation)
-        attn, _ = attend(
+        # The attention probabilities exist only on the eager path: it serves the calls that ask for them.
+        attend = eager_attention_forward if output_attentions else attention_function(self.config._attn_implementation)
+        attn, weights = attend(
             self,
             q,
             k,
@@ -226,7 +228,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         h = hidden_states + self.dropout(self.attn_out(attn))
         n = self.ff_norm(h)
         y = h + self.dropout(self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n)))
-        return y, k, v
+        return y, k, v, weights if output_attentions else None
 
 
 @dataclass
@@ -235,11 +237,14 @@ class LLaDAModelOutput(ModelOutput):
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`): after `ln_f`.
     past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): with `output_attentions=True`, each block's attention
+        probabilities `(batch_size, n_heads, query_length, key_length)`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     past_key_values: LLaDAKVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -249,11 +254,13 @@ class LLaDAOutput(ModelOutput):
         `logits_to_keep` (see `LLaDAModelLM.forward`). Position i predicts token i (no shift).
     past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): each block's attention probabilities (see `LLaDAModelOutput`).
     """
 
     logits: torch.FloatTensor | None = None
     past_key_values: LLaDAKVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 #: The files that travel with a checkpoint so that `trust_remote_code=True` loads it without this package.
@@ -411,11 +418,8 @@ class LLaDAModel(LLaDAPreTrainedModel):
                 Check that the ids are inside the vocabulary (one host sync). Hot loops that validated their
                 input once pass `False`.
         """
-        if kwargs.get("output_attentions"):
-            raise ValueError(
-                "LLaDA: output_attentions is not supported (the attention backends do not return weights); use "
-                "output_hidden_states=True, or hooks on the blocks."
-            )
+        output_attentions = kwargs.pop("output_attentions", None)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -452,19 +456,24 @@ class LLaDAModel(LLaDAPreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
         position_embeddings = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
-        mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        mask = padding_mask_for(implementation, attention_mask, window, x.dtype)
 
         hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
         keys, values = [], []
         for block in self.transformer.blocks:
-            x, k, v = block(
+            x, k, v, weights = block(
                 x,
                 position_embeddings,
                 mask,
                 past_key_values=past_key_values,
                 window_start=window_start,
+                output_attentions=output_attentions,
                 **kwargs,
             )
+            if output_attentions:
+                attentions += (weights,)
             if use_cache:
                 keys.append(k)
                 values.append(v)
@@ -473,8 +482,10 @@ class LLaDAModel(LLaDAPreTrainedModel):
         x = self.transformer.ln_f(x)
         cache = LLaDAKVCache(keys, values) if use_cache else None
         if not return_dict:
-            return tuple(v for v in (x, cache, hidden_states) if v is not None)
-        return LLaDAModelOutput(last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states)
+            return tuple(v for v in (x, cache, hidden_states, attentions) if v is not None)
+        return LLaDAModelOutput(
+            last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states, attentions=attentions
+        )
 
 
 class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMixin):
@@ -580,8 +591,13 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
             h = h[:, logits_to_keep]
         logits = F.linear(h, self.model.head_weight())
         if not return_dict:
-            return tuple(v for v in (logits, out.past_key_values, out.hidden_states) if v is not None)
-        return LLaDAOutput(logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states)
+            return tuple(v for v in (logits, out.past_key_values, out.hidden_states, out.attentions) if v is not None)
+        return LLaDAOutput(
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
 
 __all__ = ["LLaDAKVCache", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]
