@@ -211,3 +211,36 @@ def test_output_attentions(implementation):
         model.config.output_attentions = True
         assert len(model(ids).attentions) == model.config.n_layers
         assert len(model(ids, return_dict=False)) == 2  # logits, attentions
+
+
+def test_left_padding_without_mask_warns_once(caplog):
+    from transformers.utils import logging as hf_logging
+
+    from llada import LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config()).eval()
+    padded = torch.tensor([[98, 98, 5], [3, 4, 5]])  # pad_token_id 98
+    logger = hf_logging.get_logger("llada.generation_llada")
+    logger.warning_once.cache_clear()
+    with caplog.at_level("WARNING"):
+        model.generate(padded, max_new_tokens=2, steps=2)
+        model.generate(padded, max_new_tokens=2, steps=2)
+        model.generate(padded, attention_mask=(padded != 98).long(), max_new_tokens=2, steps=2)
+        model.generate(torch.tensor([[3, 4, 5], [6, 7, 8]]), max_new_tokens=2, steps=2)
+    warnings = [r.getMessage() for r in caplog.records if "start with the pad token (98)" in r.getMessage()]
+    assert len(warnings) == 1 and "attention_mask" in warnings[0]
+
+
+def test_generate_accepts_lists_of_ids():
+    from llada import LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config()).eval()
+    expected = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, steps=2)
+    assert torch.equal(model.generate([[1, 2, 3]], max_new_tokens=2, steps=2), expected)
+    assert torch.equal(model.generate([1, 2, 3], max_new_tokens=2, steps=2), expected)
+    with pytest.raises(ValueError, match=r"different lengths \[3, 1\]; pad them on the left"):
+        model.generate([[1, 2, 3], [4]], max_new_tokens=2)
+    with pytest.raises(ValueError, match="must be a torch.LongTensor .* got str"):
+        model.generate("In the beginning", max_new_tokens=2)

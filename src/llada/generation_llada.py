@@ -41,7 +41,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
+
+logger = logging.get_logger(__name__)
 
 from .masking_llada import num_transfer_tokens
 
@@ -733,6 +735,9 @@ class LLaDAGenerationMixin:
         """
         if input_ids is None:
             raise ValueError("generate() needs input_ids (batch, prompt_length).")
+        input_ids = _as_id_tensor(input_ids, "input_ids")
+        if attention_mask is not None:
+            attention_mask = _as_id_tensor(attention_mask, "attention_mask")
         if kwargs.get("max_length") is not None:
             if kwargs.get("max_new_tokens") is not None:
                 raise ValueError("pass max_new_tokens or max_length, not both.")
@@ -748,6 +753,7 @@ class LLaDAGenerationMixin:
         input_ids = input_ids.to(device)
         attention_mask = attention_mask.to(device) if attention_mask is not None else None
         plan = self._plan(config, input_ids, attention_mask)
+        _warn_if_left_padded_without_mask(input_ids, attention_mask, config.pad_token_id)
 
         batch, prompt_length = input_ids.shape
         x = torch.full((batch, plan.total_length), plan.mask_id, dtype=torch.long, device=device)
@@ -876,6 +882,38 @@ class LLaDAGenerationMixin:
             validate_inputs=False,
         )
         return out.logits, cache
+
+
+def _warn_if_left_padded_without_mask(input_ids, attention_mask, pad_token_id):
+    """Warn (once) when rows start with the pad id and no attention_mask says it is padding: the padding is then
+    attended to as text, and each row differs from what it would give alone."""
+    if attention_mask is not None or pad_token_id is None or input_ids.shape[0] < 2 or input_ids.shape[1] == 0:
+        return
+    if bool((input_ids[:, 0] == pad_token_id).any()):
+        logger.warning_once(
+            f"Some rows of input_ids start with the pad token ({pad_token_id}) and no attention_mask was passed: the "
+            "padding is read as text, so those rows differ from each prompt alone. Pass the attention_mask of the "
+            "tokenizer (tokenizer(prompts, padding=True, return_tensors='pt')) to generate()."
+        )
+
+
+def _as_id_tensor(value, name: str) -> torch.Tensor:
+    """A tensor of ids from a tensor, a list of ids (one row) or a list of equally long lists (a batch)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)):
+        rows = [list(row) for row in value] if value and isinstance(value[0], (list, tuple)) else [list(value)]
+        if len({len(row) for row in rows}) > 1:
+            raise ValueError(
+                f"{name} rows have different lengths {[len(row) for row in rows]}; pad them on the left and pass the "
+                "attention_mask: tokenizer(prompts, padding=True, return_tensors='pt') with "
+                "tokenizer.padding_side = 'left'."
+            )
+        return torch.tensor(rows, dtype=torch.long)
+    raise ValueError(
+        f"{name} must be a torch.LongTensor (batch, prompt_length) or a list of token id lists, got "
+        f"{type(value).__name__}."
+    )
 
 
 def _largest_divisor_at_most(n: int, bound: int) -> int:
