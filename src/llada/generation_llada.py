@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
-logger = logging.get_logger(__name__)
-
 from .masking_llada import num_transfer_tokens
+
+logger = logging.get_logger(__name__)
 
 #: `<|eot_id|>` of the LLaDA-8B tokenizer (end of an Instruct turn). Used as the EoT default for models whose mask
 #: id is the 8B one; other vocabularies set `eot_token_id` in their generation config.
