@@ -244,3 +244,35 @@ def test_generate_accepts_lists_of_ids():
         model.generate([[1, 2, 3], [4]], max_new_tokens=2)
     with pytest.raises(ValueError, match="must be a torch.LongTensor .* got str"):
         model.generate("In the beginning", max_new_tokens=2)
+
+
+def test_loading_errors_name_the_file(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from llada import LLaDAModelLM
+    from llada.cli import DEMO_MODEL_DIR, main
+
+    model = LLaDAModelLM(tiny_config())
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
+    folders = {}
+    for case in ("weights", "config", "missing"):
+        folders[case] = tmp_path / case
+        model.save_pretrained(folders[case])
+        tokenizer.save_pretrained(folders[case])
+    (folders["weights"] / "model.safetensors").write_bytes(b"not a safetensors file")
+    (folders["config"] / "config.json").write_text("{\n,}")
+    (folders["missing"] / "config.json").unlink()
+
+    weights = str(folders["weights"] / "model.safetensors")
+    with pytest.raises(OSError, match=f"cannot read the weights in {weights}: .*download or save it again"):
+        LLaDAModelLM.from_pretrained(folders["weights"])
+    with pytest.raises(OSError, match=str(folders["config"] / "config.json")):
+        LLaDAModelLM.from_pretrained(folders["config"])
+    with pytest.raises(OSError, match=f"{folders['missing']} has no config.json"):
+        LLaDAModelLM.from_pretrained(folders["missing"])
+
+    capsys.readouterr()
+    for case, expected in (("weights", weights), ("config", str(folders["config"] / "config.json"))):
+        assert main(["generate", "--model", str(folders[case]), "In"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("llada: error:") and expected in err and len(err.splitlines()) == 1

@@ -80,7 +80,10 @@ def load_model(args, need_chat_template: bool = False):
     if local:
         import json
 
-        model_type = json.loads((Path(name) / "config.json").read_text()).get("model_type")
+        try:
+            model_type = json.loads((Path(name) / "config.json").read_text()).get("model_type")
+        except (ValueError, AttributeError) as error:
+            raise CLIError(f"{Path(name) / 'config.json'} is not a valid JSON object: {error}") from error
         if model_type != "llada":
             raise CLIError(f"{name} holds a {model_type!r} model, not a LLaDA one (model_type 'llada')")
 

@@ -316,6 +316,32 @@ class LLaDAPreTrainedModel(PreTrainedModel):
             return super().push_to_hub(repo_id, **kwargs)
         return push(self, repo_id, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with loading errors that name the file: a local folder without
+        `config.json` is refused (instead of building the 8B default), unreadable weights name their file."""
+        folder = None
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            candidate = os.path.normpath(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or ""))
+            folder = candidate if os.path.isdir(candidate) else None
+        has_config = folder is None or os.path.isfile(os.path.join(folder, "config.json"))
+        if not has_config and kwargs.get("config") is None:
+            raise OSError(
+                f"{folder} has no config.json, so it does not hold a model; pass a folder written by save_pretrained "
+                "(or config=LLaDAConfig(...))."
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) if folder else []
+            where = ", ".join(os.path.join(folder, f) for f in files) if files else str(pretrained_model_name_or_path)
+            raise OSError(
+                f"cannot read the weights in {where}: {error}; the file is damaged or incomplete, download or save it "
+                "again."
+            ) from error
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `auto_map` in `config.json` and the hub-core code files, so that
         `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where `llada` is not installed. The keys
