@@ -276,3 +276,11 @@ def test_loading_errors_name_the_file(tmp_path, capsys):
         assert main(["generate", "--model", str(folders[case]), "In"]) == 1
         err = capsys.readouterr().err
         assert err.startswith("llada: error:") and expected in err and len(err.splitlines()) == 1
+
+
+def test_training_on_the_cpu_does_not_pin_memory(tmp_path):
+    """TrainingArguments pins memory by default; on the CPU torch then warns that it is unused."""
+    from llada.training import LLaDATrainingArguments
+
+    args = LLaDATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    assert args.dataloader_pin_memory is False
