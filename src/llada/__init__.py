@@ -19,6 +19,7 @@ _registration.install()
 
 if TYPE_CHECKING:
     from .configuration_llada import LLaDAConfig
+    from .configuration_llada_moe import LLaDAMoEConfig
     from .generation_llada import (
         LLaDAGenerateOutput,
         LLaDAGenerationConfig,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     )
     from .masking_llada import MASK_EPS
     from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+    from .modeling_llada_moe import LLaDAMoEModel, LLaDAMoEModelLM
     from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
 
@@ -50,6 +52,9 @@ __all__ = [
     "LLaDAKVCache",
     "LLaDAModel",
     "LLaDAModelLM",
+    "LLaDAMoEConfig",
+    "LLaDAMoEModel",
+    "LLaDAMoEModelLM",
     "LLaDAPreTrainedModel",
     "LLaDATerminalStreamer",
     "__version__",

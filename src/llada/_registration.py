@@ -17,6 +17,9 @@ import sys
 #: Public names of `llada` and the module that defines each (imported on first access).
 _LAZY_EXPORTS = {
     "LLaDAConfig": "configuration_llada",
+    "LLaDAMoEConfig": "configuration_llada_moe",
+    "LLaDAMoEModel": "modeling_llada_moe",
+    "LLaDAMoEModelLM": "modeling_llada_moe",
     "LLaDAGenerateOutput": "generation_llada",
     "LLaDAGenerationConfig": "generation_llada",
     "decode_generation": "generation_llada",
@@ -62,12 +65,15 @@ def _register_models():
     _register_config()
     from transformers.models.auto.modeling_auto import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
+    from .configuration_llada_moe import LLaDAMoEConfig
     from .hub import push_to_hub
     from .modeling_llada import LLaDAConfig, LLaDAModelLM, LLaDAPreTrainedModel
+    from .modeling_llada_moe import LLaDAMoEModelLM
 
     LLaDAPreTrainedModel.push_to_hub_function = push_to_hub
     for auto in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):
         auto.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+        auto.register(LLaDAMoEConfig, LLaDAMoEModelLM, exist_ok=True)  # same model_type; AutoConfig picks the class
 
 
 def register_auto_classes():
