@@ -1,0 +1,136 @@
+"""Bad input never gives a silent wrong answer: a clear error naming the value, or a correct result (issue 11)."""
+
+import math
+import re
+
+import pytest
+import torch
+
+from llada import LLaDAModelLM
+from llada.generation_llada import REMASKING_FUNCTIONS, LLaDAGenerationConfig
+
+from .conftest import tiny_config
+
+MASK, EOS, VOCAB, ROWS = 99, 98, 100, 104
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LLaDAModelLM(tiny_config(max_sequence_length=128)).eval()
+
+
+@pytest.fixture(scope="module")
+def prompt():
+    return torch.tensor([[5, 6, 7, 8]])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# generate: silent wrong results (items 1-3, 8)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remasking", sorted(REMASKING_FUNCTIONS))
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(logits_eos_inf=True),
+        dict(confidence_eos_eot_inf=True),
+        dict(logits_eos_inf=True, threshold=0.9),
+        dict(confidence_eos_eot_inf=True, factor=1.0),
+    ],
+)
+def test_every_strategy_fills_the_canvas_whatever_the_eos_options(model, prompt, remasking, options):
+    out = model.generate(prompt, max_new_tokens=16, remasking=remasking, **options)
+    assert not (out == MASK).any()
+    assert torch.equal(out[:, :4], prompt)
+
+
+def test_entropy_of_a_minus_inf_logit_is_finite():
+    logits = torch.randn(1, 3, 10)
+    logits[..., 4] = float("-inf")
+    confidence = REMASKING_FUNCTIONS["entropy"](logits, logits.argmax(-1))
+    assert torch.isfinite(confidence).all()
+    finite = REMASKING_FUNCTIONS["entropy"](logits[..., [0, 1, 2, 3, 5, 6, 7, 8, 9]], logits.argmax(-1))
+    torch.testing.assert_close(confidence, finite)
+
+
+def test_nan_confidence_of_a_custom_strategy_still_fills_the_canvas(model, prompt):
+    def nan_strategy(logits, x0, generator=None):
+        return torch.full(x0.shape, float("nan"))
+
+    out = model.generate(prompt, max_new_tokens=8, remasking=nan_strategy)
+    assert not (out == MASK).any()
+
+
+def test_the_sampler_never_proposes_the_mask_or_padding_rows(prompt):
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config(max_sequence_length=128)).eval()
+    bias = torch.zeros(ROWS)
+    bias[MASK], bias[VOCAB:] = 50.0, 60.0  # the mask id and the padding rows are the most likely tokens everywhere
+    forward = model.forward
+
+    def boosted(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits + bias.to(out.logits.dtype)
+        return out
+
+    model.forward = boosted
+    for kwargs in (dict(), dict(temperature=1.0), dict(threshold=0.5), dict(kv_cache="dual")):
+        out = model.generate(prompt, max_new_tokens=8, generator=torch.Generator().manual_seed(0), **kwargs)
+        generated = out[:, 4:]
+        assert not (generated == MASK).any() and int(generated.max()) < VOCAB, kwargs
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=float("nan")), "temperature (nan) must be a finite number"),
+        (dict(temperature=float("inf")), "temperature (inf) must be a finite number"),
+        (dict(cfg_scale=float("nan")), "cfg_scale (nan) must be a finite number"),
+        (dict(cfg_scale=float("inf")), "cfg_scale (inf) must be a finite number"),
+        (dict(threshold=float("nan")), "threshold (nan) must be a finite number"),
+        (dict(factor=float("inf")), "factor (inf) must be a finite number"),
+        (dict(max_new_tokens=3.0), "max_new_tokens (3.0) must be an int"),
+        (dict(max_new_tokens="8"), "max_new_tokens ('8') must be an int"),
+        (dict(max_new_tokens=True), "max_new_tokens (True) must be an int"),
+        (dict(steps=2.5), "steps (2.5) must be an int"),
+        (dict(temperature="0.5"), "temperature ('0.5') must be a number"),
+        (dict(mask_token_id=1000), "mask_token_id (1000) is outside the vocabulary [0, 104)"),
+        (dict(eos_token_id=1000), "eos_token_id (1000) is outside the vocabulary [0, 104)"),
+    ],
+)
+def test_bad_generate_values_name_the_value(model, prompt, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        model.generate(prompt, **{"max_new_tokens": 4, **kwargs})
+
+
+def test_non_finite_values_are_rejected_by_the_generation_config():
+    with pytest.raises(ValueError, match="temperature"):
+        LLaDAGenerationConfig(temperature=float("nan")).validate()
+    with pytest.raises(ValueError, match="cfg_scale"):
+        LLaDAGenerationConfig(cfg_scale=math.inf).validate()
+
+
+def test_list_and_meta_inputs_get_clear_errors(model):
+    with pytest.raises(TypeError, match="input_ids must be a torch.Tensor .* got list"):
+        model.generate([[5, 6]], max_new_tokens=4)
+    with pytest.raises(ValueError, match="meta device"):
+        model.generate(torch.tensor([[5, 6]], device="meta"), max_new_tokens=4)
+
+
+def test_huge_steps_cost_only_the_masks(model, prompt):
+    # steps=10**9 used to allocate a (batch, steps) schedule; the work is capped by the number of masks.
+    out = model.generate(prompt, max_new_tokens=4, steps=10**9, return_dict_in_generate=True)
+    assert out.nfe == 4
+    assert torch.equal(out.sequences, model.generate(prompt, max_new_tokens=4, steps=4))
+    out = model.generate(
+        prompt,
+        max_new_tokens=16,
+        steps=10**4,
+        remasking="entropy",
+        logits_eos_inf=True,
+        threshold=0.9,
+        return_dict_in_generate=True,
+    )
+    assert out.nfe <= 16 and not (out.sequences == MASK).any()
