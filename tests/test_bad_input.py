@@ -134,3 +134,33 @@ def test_huge_steps_cost_only_the_masks(model, prompt):
         return_dict_in_generate=True,
     )
     assert out.nfe <= 16 and not (out.sequences == MASK).any()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# log_likelihood (items 3, 4, 9)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt_ids, answer_ids, kwargs, error, message",
+    [
+        ([5, 6], [7, MASK, 8], {}, ValueError, f"answer 0 holds the mask token id {MASK} (at answer position 1)"),
+        ([5, 6], [7.9, 8.9], {}, TypeError, "answer_ids must hold integer token ids, got dtype torch.float32"),
+        ([5, 6], torch.tensor([7.0, 8.0]), {}, TypeError, "answer_ids must hold integer token ids"),
+        ([5.5, 6], [7, 8], {}, TypeError, "prompt_ids must hold integer token ids"),
+        ([5, 6], [7, 8], dict(cfg_scale=float("inf")), ValueError, "cfg_scale (inf) must be a finite number"),
+        ([5, 6], [7, 8], dict(cfg_scale=float("nan")), ValueError, "cfg_scale (nan) must be a finite number"),
+        ([5, 6], [7, 8], dict(cfg_scale=None), TypeError, "cfg_scale (None) must be a number"),
+        ([5, 6], [7, 8], dict(mc_num=True, batch_size=1), ValueError, "mc_num (True) must be a positive integer"),
+    ],
+)
+def test_bad_log_likelihood_inputs_name_the_value(model, prompt_ids, answer_ids, kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        model.log_likelihood(prompt_ids, answer_ids, **{"mc_num": 4, "batch_size": 4, **kwargs})
+
+
+def test_a_mask_inside_the_prompt_stays_a_hole(model):
+    value = model.log_likelihood(
+        [5, MASK, 6], [7, 8], mc_num=4, batch_size=4, generator=torch.Generator().manual_seed(0)
+    )
+    assert math.isfinite(value)
