@@ -57,8 +57,9 @@ def _as_id_list(x, what: str) -> list[torch.Tensor]:
 
 
 def _check_integer_ids(ids: torch.Tensor, what: str) -> torch.Tensor:
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        example = ids.flatten()[:3].tolist() if ids.numel() and not ids.is_meta else []
+    # An empty list becomes a float tensor: nothing to round there.
+    if ids.numel() and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
+        example = ids.flatten()[:3].tolist() if not ids.is_meta else "meta"
         raise TypeError(
             f"{what} must hold integer token ids, got dtype {ids.dtype} (e.g. {example}); ids are never rounded: "
             "pass the tokenizer's ids (torch.long)."
