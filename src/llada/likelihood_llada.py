@@ -276,10 +276,10 @@ class LLaDALikelihoodMixin:
                 )
         if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)):
             raise TypeError(f"cfg_scale ({cfg_scale!r}) must be a number >= 0 (0 disables classifier-free guidance).")
-        if not math.isfinite(cfg_scale) or cfg_scale < 0:
-            raise ValueError(
-                f"cfg_scale ({cfg_scale}) must be a finite number >= 0 (0 disables classifier-free guidance)."
-            )
+        if not math.isfinite(cfg_scale):
+            raise ValueError(f"cfg_scale ({cfg_scale}) must be a finite number (0 disables classifier-free guidance).")
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale ({cfg_scale}) must be >= 0 (0 disables classifier-free guidance).")
         max_len = self.config.max_sequence_length
         vocab = self.config.padded_vocab_size
         mask_id = self.config.mask_token_id
