@@ -1,12 +1,14 @@
 """Bad input never gives a silent wrong answer: a clear error naming the value, or a correct result (issue 11)."""
 
+import json
 import math
 import re
+import warnings
 
 import pytest
 import torch
 
-from llada import LLaDAModelLM
+from llada import LLaDAConfig, LLaDAMissingWeightsWarning, LLaDAModelLM
 from llada.generation_llada import REMASKING_FUNCTIONS, LLaDAGenerationConfig
 
 from .conftest import tiny_config
@@ -164,3 +166,66 @@ def test_a_mask_inside_the_prompt_stays_a_hole(model):
         [5, MASK, 6], [7, 8], mc_num=4, batch_size=4, generator=torch.Generator().manual_seed(0)
     )
     assert math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# config.json and generation_config.json (items 5, 6)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, error, message",
+    [
+        (
+            "weight_tying",
+            "false",
+            TypeError,
+            "weight_tying ('false') must be a JSON boolean (true or false), got str; write \"weight_tying\": false",
+        ),
+        ("d_model", "32", TypeError, "d_model ('32') must be an integer"),
+        ("n_layers", "2", TypeError, "n_layers ('2') must be an integer"),
+        ("rope_theta", "10000", TypeError, "rope_theta ('10000') must be a finite number"),
+        ("rms_norm_eps", "1e-5", TypeError, "rms_norm_eps ('1e-5') must be a finite number"),
+        ("max_sequence_length", "64", TypeError, "max_sequence_length ('64') must be an integer"),
+        ("n_heads", 0, ValueError, "n_heads (0) must be >= 1"),
+        ("max_sequence_length", -1, ValueError, "max_sequence_length (-1) must be >= 1"),
+        ("rms_norm_eps", 0.0, ValueError, "rms_norm_eps (0.0) must be > 0"),
+    ],
+)
+def test_config_json_types_and_ranges_name_the_field(tmp_path, field, value, error, message):
+    tiny_config().save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(error, match=re.escape(message)):
+        LLaDAConfig.from_pretrained(tmp_path)
+
+
+def test_weights_that_do_not_cover_the_model_warn_with_the_missing_keys(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["n_layers"] = 3  # one more block than the weights hold
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.warns(LLaDAMissingWeightsWarning, match=r"does not hold \d+ parameters .*blocks\.2\."):
+        LLaDAModelLM.from_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LLaDAMissingWeightsWarning)
+        data["n_layers"] = 2
+        (tmp_path / "config.json").write_text(json.dumps(data))
+        LLaDAModelLM.from_pretrained(tmp_path)  # complete: no warning
+
+
+@pytest.mark.parametrize(
+    "text, error, message",
+    [
+        ("", ValueError, "generation_config.json is not a valid generation config"),
+        ("{not json", ValueError, "generation_config.json is not a valid generation config"),
+        ('{"temperature": NaN}', ValueError, "generation_config.json: temperature (nan) must be a finite number"),
+        ('{"steps": "8"}', TypeError, "generation_config.json: steps ('8') must be an int"),
+    ],
+)
+def test_invalid_generation_config_json_names_the_file(tmp_path, model, text, error, message):
+    model.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(text)
+    with pytest.raises(error, match=re.escape(message)):
+        LLaDAModelLM.from_pretrained(tmp_path)

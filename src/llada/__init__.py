@@ -17,7 +17,13 @@ from .generation_llada import (
 )
 from .hub import push_to_hub as _push_to_hub
 from .masking_llada import MASK_EPS
-from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+from .modeling_llada import (
+    LLaDAKVCache,
+    LLaDAMissingWeightsWarning,
+    LLaDAModel,
+    LLaDAModelLM,
+    LLaDAPreTrainedModel,
+)
 from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
 __version__ = "0.1.0"
@@ -35,6 +41,7 @@ __all__ = [
     "LLaDAGenerateOutput",
     "LLaDAGenerationConfig",
     "LLaDAKVCache",
+    "LLaDAMissingWeightsWarning",
     "LLaDAModel",
     "LLaDAModelLM",
     "LLaDAPreTrainedModel",

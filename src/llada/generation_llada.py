@@ -37,6 +37,7 @@ Hub core: copied next to saved weights; imports only torch, transformers, the st
 import copy
 import math
 import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -556,12 +557,23 @@ class LLaDAGenerationMixin:
             return
         keys = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
         loading = {k: kwargs[k] for k in keys if kwargs.get(k) is not None}
+        folder = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        name = os.path.join(folder, "generation_config.json")
         try:
             config = LLaDAGenerationConfig.from_pretrained(
                 pretrained_model_name_or_path, _from_auto=from_auto_class, _from_pipeline=from_pipeline, **loading
             )
-        except OSError:
+        except OSError as error:
+            # No generation config: the model-config defaults. One that exists but does not parse is an error, never
+            # silently replaced by the defaults.
+            if os.path.isfile(name) or "valid JSON" in str(error):
+                raise ValueError(
+                    f"{name} is not a valid generation config ({str(error).strip().splitlines()[0]}); fix the file "
+                    "or delete it to use the model's defaults."
+                ) from error
             return
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{name}: {error} Fix the file or delete it to use the model's defaults.") from error
         config.fill_special_ids(self.config)
         self.generation_config = config
 
