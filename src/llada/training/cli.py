@@ -260,17 +260,15 @@ def training_arguments(args):
 
 
 def _resume_point(args):
+    from .checkpoints import resolve_resume_checkpoint
+
     if args.resume is None:
         return None
     if args.resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        if not os.path.isdir(args.output_dir) or get_last_checkpoint(args.output_dir) is None:
-            raise ValueError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from.")
-        return get_last_checkpoint(args.output_dir)
+        return resolve_resume_checkpoint(True, args.output_dir)
     if not os.path.isdir(args.resume):
         raise ValueError(f"--resume: checkpoint folder {args.resume} does not exist.")
-    return args.resume
+    return resolve_resume_checkpoint(args.resume, args.output_dir)
 
 
 def run(args) -> dict:

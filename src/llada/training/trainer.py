@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from ..masking_llada import MASK_EPS, diffusion_loss_sum, forward_mask, sample_mask_probability
+from .checkpoints import resolve_resume_checkpoint
 from .collators import IGNORE_INDEX
 
 #: Rows of logits upcast to float32 at a time by the cross-entropy (bounds its temporary memory).
@@ -135,6 +136,12 @@ class LLaDATrainer(Trainer):
         self._mask_step = (-1, 0)  # (optimizer step, micro-batches drawn in it)
         self._eval_batches = 0
         self._inputs_validated = False
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint of
+        `output_dir` (a folder left half-written by a killed run is skipped, with a warning saying why)."""
+        resume = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume, *args, **kwargs)
 
     # ---- options -------------------------------------------------------------------------------------------------
 
