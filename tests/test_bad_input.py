@@ -229,3 +229,89 @@ def test_invalid_generation_config_json_names_the_file(tmp_path, model, text, er
     (tmp_path / "generation_config.json").write_text(text)
     with pytest.raises(error, match=re.escape(message)):
         LLaDAModelLM.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Collators and compute_loss (items 7, 9)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from llada.training import train_tokenizer
+
+    return train_tokenizer(["The cat sat on the mat.", "What is the capital of France? Paris."] * 4, vocab_size=300)
+
+
+@pytest.mark.parametrize(
+    "ids, error, message",
+    [
+        ([5, 6, 10_000], ValueError, "holds token id 10000 at position 2, outside the tokenizer's vocabulary"),
+        ([5, -1], ValueError, "holds token id -1 at position 1"),
+        ([5, 6.5], TypeError, "holds 6.5 (float) at position 1; input_ids must be integer token ids"),
+        (torch.tensor([5.0, 6.0]), TypeError, "holds 5.0 (float) at position 0"),
+    ],
+)
+def test_pretraining_collator_rejects_bad_ids(tokenizer, ids, error, message):
+    from llada.training import LLaDAPretrainingCollator
+
+    with pytest.raises(error, match=re.escape(message)):
+        LLaDAPretrainingCollator(tokenizer, max_length=8)([{"input_ids": ids}])
+
+
+@pytest.mark.parametrize(
+    "example, message",
+    [
+        ({"messages": "hello"}, "'messages' is a str; it must be a list of"),
+        ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "yo"}]}, "message 0 is {'content': 'hi'}"),
+        ({"messages": ["hi", "yo"]}, "message 0 is 'hi'; each message must be a dict"),
+        (
+            {"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "yo"}]},
+            "has content None",
+        ),
+        ({"messages": []}, "the last message must be the assistant's response (got role None)"),
+        ({"prompt": "hi", "response": 5}, "message 1 (assistant) has content 5; the content must be a string"),
+        ("just text", "SFT example 0 is a str"),
+    ],
+)
+def test_sft_collator_names_malformed_messages(tokenizer, example, message):
+    from llada.training import LLaDASFTCollator
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LLaDASFTCollator(tokenizer, max_length=64)([example])
+
+
+def test_sft_collator_rejects_a_bad_pad_multiple_and_an_empty_batch(tokenizer):
+    from llada.training import LLaDASFTCollator
+
+    with pytest.raises(ValueError, match=re.escape("pad_to_multiple_of (-4) must be a positive integer")):
+        LLaDASFTCollator(tokenizer, max_length=64, pad_to_multiple_of=-4)
+    with pytest.raises(ValueError, match="got no examples"):
+        LLaDASFTCollator(tokenizer, max_length=64)([])
+
+
+@pytest.mark.parametrize(
+    "batch, error, message",
+    [
+        (
+            dict(input_ids=torch.tensor([[5, 6], [7, 150]])),
+            ValueError,
+            "token ids [150] that are outside the vocabulary [0, 100)",
+        ),
+        (dict(input_ids=torch.tensor([[5, MASK]])), ValueError, f"or are the mask token ({MASK})"),
+        (dict(input_ids=torch.zeros(2, 0, dtype=torch.long)), ValueError, "input_ids has shape (2, 0)"),
+        (
+            dict(input_ids=torch.tensor([[5, 6]]), labels=torch.tensor([[5]])),
+            ValueError,
+            "labels has shape (1, 1) but input_ids has (1, 2)",
+        ),
+    ],
+)
+def test_compute_loss_checks_every_batch(tmp_path, model, batch, error, message):
+    from llada.training import LLaDATrainer, LLaDATrainingArguments
+
+    args = LLaDATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no")
+    trainer = LLaDATrainer(model=model, args=args)
+    trainer.compute_loss(model, dict(input_ids=torch.tensor([[5, 6, 7, 8]])))  # a good first batch
+    with pytest.raises(error, match=re.escape(message)):
+        trainer.compute_loss(model, batch)
