@@ -8,6 +8,7 @@ Training lives in `llada.training`, evaluation in `llada.evaluation`, publishing
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from .configuration_llada import LLaDAConfig
+from .configuration_llada_moe import LLaDAMoEConfig
 from .generation_llada import (
     LLaDAGenerateOutput,
     LLaDAGenerationConfig,
@@ -24,6 +25,7 @@ from .modeling_llada import (
     LLaDAModelLM,
     LLaDAPreTrainedModel,
 )
+from .modeling_llada_moe import LLaDAMoEModel, LLaDAMoEModelLM
 from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
 __version__ = "0.1.0"
@@ -33,6 +35,7 @@ LLaDAPreTrainedModel.push_to_hub_function = _push_to_hub
 AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
 for _auto in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):
     _auto.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+    _auto.register(LLaDAMoEConfig, LLaDAMoEModelLM, exist_ok=True)  # same model_type; AutoConfig picks the class
 
 __all__ = [
     "MASK_EPS",
@@ -44,6 +47,9 @@ __all__ = [
     "LLaDAMissingWeightsWarning",
     "LLaDAModel",
     "LLaDAModelLM",
+    "LLaDAMoEConfig",
+    "LLaDAMoEModel",
+    "LLaDAMoEModelLM",
     "LLaDAPreTrainedModel",
     "LLaDATerminalStreamer",
     "__version__",

@@ -279,6 +279,18 @@ class LLaDAConfig(PretrainedConfig):
         self._check_supported()
         super().__init__(**kwargs)
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PretrainedConfig.from_dict`; a LLaDA-MoE config (same `model_type` "llada", MoE fields) gives a
+        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind."""
+        if cls is LLaDAConfig and (
+            "num_experts" in config_dict or "LLaDAMoEModelLM" in (config_dict.get("architectures") or ())
+        ):
+            from .configuration_llada_moe import LLaDAMoEConfig
+
+            return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        return super().from_dict(config_dict, **kwargs)
+
     def _check_supported(self):
         for name in _FIELD_RULES:
             _check_field(name, getattr(self, name))
