@@ -315,3 +315,17 @@ def test_compute_loss_checks_every_batch(tmp_path, model, batch, error, message)
     trainer.compute_loss(model, dict(input_ids=torch.tensor([[5, 6, 7, 8]])))  # a good first batch
     with pytest.raises(error, match=re.escape(message)):
         trainer.compute_loss(model, batch)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(kv_cache="dual", block_length=4), dict(cfg_scale=1.0), dict(threshold=0.5), dict(steps=64)],
+)
+def test_nfe_counts_the_real_forward_passes(prompt, options):
+    torch.manual_seed(0)
+    model = LLaDAModelLM(tiny_config(max_sequence_length=128)).eval()
+    calls = []
+    forward = model.forward
+    model.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)
+    out = model.generate(prompt, max_new_tokens=8, return_dict_in_generate=True, **options)
+    assert out.nfe == len(calls) <= 8
