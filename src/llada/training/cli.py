@@ -165,10 +165,17 @@ def build_model(args, tokenizer):
     if args.model and (args.config or any(getattr(args, name) is not None for name in SIZE_FLAGS)):
         raise ValueError("Pass either --model (a checkpoint) or --config / size flags (a fresh model), not both.")
     if args.model:
-        # float32 master weights; --bf16 trains under autocast
-        model = LLaDAModelLM.from_pretrained(
-            args.model, dtype=torch.float32, attn_implementation=args.attn_implementation
-        )
+        import warnings
+
+        from ..modeling_llada import LLaDAMissingWeightsWarning
+
+        with warnings.catch_warnings():
+            # Weights that do not cover the model would train from random layers: an error, never a warning.
+            warnings.simplefilter("error", LLaDAMissingWeightsWarning)
+            # float32 master weights; --bf16 trains under autocast
+            model = LLaDAModelLM.from_pretrained(
+                args.model, dtype=torch.float32, attn_implementation=args.attn_implementation
+            )
     else:
         model = LLaDAModelLM._from_config(_fresh_config(args, tokenizer), attn_implementation=args.attn_implementation)
     config = model.config
