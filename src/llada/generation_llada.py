@@ -717,7 +717,9 @@ class LLaDAGenerationMixin:
             ("eot_token_id", config.eot_token_id),
         ]
         for name, value in [*named, *(("eos_token_id", e) for e in eos_ids)]:
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab
+            ):
                 raise ValueError(
                     f"{name} ({value!r}) is outside the vocabulary [0, {vocab}) of this model; set it to an id of the "
                     "model's tokenizer (see the model config)."
