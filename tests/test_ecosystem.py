@@ -232,20 +232,6 @@ def test_left_padding_without_mask_warns_once(caplog):
     assert len(warnings) == 1 and "attention_mask" in warnings[0]
 
 
-def test_generate_accepts_lists_of_ids():
-    from llada import LLaDAModelLM
-
-    torch.manual_seed(0)
-    model = LLaDAModelLM(tiny_config()).eval()
-    expected = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, steps=2)
-    assert torch.equal(model.generate([[1, 2, 3]], max_new_tokens=2, steps=2), expected)
-    assert torch.equal(model.generate([1, 2, 3], max_new_tokens=2, steps=2), expected)
-    with pytest.raises(ValueError, match=r"different lengths \[3, 1\]; pad them on the left"):
-        model.generate([[1, 2, 3], [4]], max_new_tokens=2)
-    with pytest.raises(ValueError, match="must be a torch.LongTensor .* got str"):
-        model.generate("In the beginning", max_new_tokens=2)
-
-
 def test_loading_errors_name_the_file(tmp_path, capsys):
     from transformers import AutoTokenizer
 

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
         strip_after_eos,
     )
     from .masking_llada import MASK_EPS
-    from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+    from .modeling_llada import (
+        LLaDAKVCache,
+        LLaDAMissingWeightsWarning,
+        LLaDAModel,
+        LLaDAModelLM,
+        LLaDAPreTrainedModel,
+    )
     from .modeling_llada_moe import LLaDAMoEModel, LLaDAMoEModelLM
     from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
@@ -50,6 +56,7 @@ __all__ = [
     "LLaDAGenerateOutput",
     "LLaDAGenerationConfig",
     "LLaDAKVCache",
+    "LLaDAMissingWeightsWarning",
     "LLaDAModel",
     "LLaDAModelLM",
     "LLaDAMoEConfig",

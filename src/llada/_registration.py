@@ -27,6 +27,7 @@ _LAZY_EXPORTS = {
     "strip_after_eos": "generation_llada",
     "MASK_EPS": "masking_llada",
     "LLaDAKVCache": "modeling_llada",
+    "LLaDAMissingWeightsWarning": "modeling_llada",
     "LLaDAModel": "modeling_llada",
     "LLaDAModelLM": "modeling_llada",
     "LLaDAPreTrainedModel": "modeling_llada",
