@@ -9,6 +9,8 @@ Hub core: this file is copied next to saved weights; it imports only torch, tran
 
 from transformers import PretrainedConfig
 
+from .rope_llada import normalize_rope_scaling
+
 # Values of the published fields that this network implements. Anything else is rejected, never ignored.
 _SUPPORTED_VALUES = {
     "activation_type": ("silu",),
@@ -55,6 +57,12 @@ class LLaDAConfig(PretrainedConfig):
             Longest sequence (prompt plus canvas) the model accepts. Alias: `max_position_embeddings`.
         rope_theta (`float`, *optional*, defaults to 500000.0):
             Base of the rotary position embedding.
+        rope_scaling (`dict`, *optional*):
+            Context extension of RoPE: `{"rope_type": ..., "factor": ...}` with `rope_type` one of `linear`,
+            `dynamic`, `yarn`, `llama3`, `longrope` (transformers' functions), `ntk` (base * factor) or
+            `diffusion_ntk` (UltraLLaDA's diffusion-aware NTK); see `rope_llada.py`. `original_max_position_embeddings`
+            (the training length) defaults to `max_sequence_length`, which is then raised to the training length
+            times `factor`. transformers 5's `rope_parameters` is accepted too (its `rope_theta` replaces ours).
         rms_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the RMS norms.
         weight_tying (`bool`, *optional*, defaults to `False`):
@@ -113,6 +121,8 @@ class LLaDAConfig(PretrainedConfig):
     """
 
     model_type = "llada"
+    # A plain attribute: shadows transformers 5's deprecated `rope_scaling` property (an alias of rope_parameters).
+    rope_scaling = None
     keys_to_ignore_at_inference = ["past_key_values"]
     attribute_map = {
         "hidden_size": "d_model",
@@ -221,7 +231,13 @@ class LLaDAConfig(PretrainedConfig):
         self.init_cutoff_factor = init_cutoff_factor
         self.alibi_bias_max = alibi_bias_max
         self._check_supported()
+        rope_scaling = kwargs.pop("rope_scaling", None)
+        rope_parameters = kwargs.pop("rope_parameters", None)
         super().__init__(**kwargs)
+        # Set after super().__init__, which (transformers 5) would move rope_scaling into rope_parameters.
+        self.rope_scaling, self.max_sequence_length, self.rope_theta = normalize_rope_scaling(
+            rope_scaling if rope_scaling is not None else rope_parameters, self.max_sequence_length, self.rope_theta
+        )
 
     def _check_supported(self):
         for name, allowed in _SUPPORTED_VALUES.items():

@@ -28,6 +28,7 @@ from transformers.utils import ModelOutput
 from .configuration_llada import LLaDAConfig
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
+from .rope_llada import rope_frequencies, rotary_cos_sin
 
 
 class LLaDARMSNorm(nn.Module):
@@ -46,19 +47,6 @@ class LLaDARMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
-
-
-def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles, float32, shape (B or 1, T, head_dim) in the half-split layout.
-
-    Computed from the positions on every call (no buffer): cheap, and nothing to re-initialise after a meta-device
-    load.
-    """
-    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
-    inv_freq = 1.0 / (theta**exponents)
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-    return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -263,6 +251,7 @@ HUB_CORE_FILES = (
     "generation_llada.py",
     "masking_llada.py",
     "likelihood_llada.py",
+    "rope_llada.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_llada.LLaDAConfig",
@@ -449,7 +438,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         x = self.transformer.emb_drop(x)  # (B, T, d)
         if position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
-        position_embeddings = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        position_embeddings = rotary_cos_sin(position_ids, *rope_frequencies(self.config, total_len, x.device))
         mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
 
         hidden_states = (x,) if output_hidden_states else None
