@@ -69,6 +69,7 @@ def masked_diffusion_loss_sum(
     mask_token_id: int,
     attention_mask: torch.Tensor | None = None,
     validate_inputs: bool = True,
+    document_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """sum_b [ sum over masked i of b of CE / p_b ] / |answer_b| for given masks (divide by the rows for the loss).
 
@@ -80,10 +81,13 @@ def masked_diffusion_loss_sum(
         masked (`torch.BoolTensor` of shape `(B, L)`): the positions the forward process masked (within maskable).
         p (`torch.Tensor` of shape `(B,)`): each row's masking probability.
         mask_token_id (`int`): written at the masked positions.
+        document_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): packed rows' document layout (from a
+            collator with `document_mask=True` / `packing=True`): attention stays within each document.
     """
     noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
+    extra = {"document_ids": document_ids} if document_ids is not None else {}
     logits = model(
-        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs
+        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs, **extra
     ).logits  # (N, V): masked positions only, row-major
     batch, length = input_ids.shape
     row_of_token = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length)[masked]  # (N,)
@@ -229,6 +233,7 @@ class LLaDATrainer(Trainer):
             self.mask_token_id,
             attention_mask=inputs.get("attention_mask"),
             validate_inputs=not self._inputs_validated,
+            document_ids=inputs.get("document_ids"),
         )
         self._inputs_validated = True
         if training and num_items_in_batch is not None:
