@@ -121,8 +121,7 @@ class LLaDAConfig(PretrainedConfig):
     """
 
     model_type = "llada"
-    # A plain attribute: shadows transformers 5's deprecated `rope_scaling` property (an alias of rope_parameters).
-    rope_scaling = None
+    _rope_scaling = None
     keys_to_ignore_at_inference = ["past_key_values"]
     attribute_map = {
         "hidden_size": "d_model",
@@ -235,9 +234,7 @@ class LLaDAConfig(PretrainedConfig):
         rope_parameters = kwargs.pop("rope_parameters", None)
         super().__init__(**kwargs)
         # Set after super().__init__, which (transformers 5) would move rope_scaling into rope_parameters.
-        self.rope_scaling, self.max_sequence_length, self.rope_theta = normalize_rope_scaling(
-            rope_scaling if rope_scaling is not None else rope_parameters, self.max_sequence_length, self.rope_theta
-        )
+        self.rope_scaling = rope_scaling if rope_scaling is not None else rope_parameters
 
     def _check_supported(self):
         for name, allowed in _SUPPORTED_VALUES.items():
@@ -270,6 +267,26 @@ class LLaDAConfig(PretrainedConfig):
                 raise ValueError(
                     f"LLaDAConfig: {name} ({value}) is outside the embedding table (size {self.padded_vocab_size})."
                 )
+
+    @property
+    def rope_scaling(self) -> dict | None:
+        """The RoPE context extension (canonical dict, see `rope_llada.normalize_rope_scaling`), or None.
+
+        Setting it (also through `from_pretrained(..., rope_scaling=...)`) validates it and raises
+        `max_sequence_length` to the target length; it overrides transformers 5's alias of `rope_parameters`."""
+        return self._rope_scaling
+
+    @rope_scaling.setter
+    def rope_scaling(self, value: dict | None):
+        self._rope_scaling, self.max_sequence_length, self.rope_theta = normalize_rope_scaling(
+            value, self.max_sequence_length, self.rope_theta
+        )
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output.pop("_rope_scaling", None)
+        output["rope_scaling"] = self._rope_scaling
+        return output
 
     @property
     def head_dim(self) -> int:
