@@ -1,0 +1,122 @@
+"""Forward time and peak memory at long context (1K, 4K, 16K tokens) on CPU with a tiny-width model.
+
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python benchmarks/bench_long_context.py --lengths 1024 4096 16384
+
+Each (length, mode) runs in a fresh process (peak RSS is per process): build the model, one warm-up forward at 256
+tokens, then one timed forward at the length. Modes:
+
+- `full`: logits at every position, (T, V) float32 (what a naive sampler or loss would hold);
+- `head-1/8`: the LM head only at 1/8 of the positions (`logits_to_keep=<bool mask>`, as the trainer does);
+- `docs-8`: as `head-1/8`, with the row packed from 8 documents (`document_ids`: a dense (T, T) boolean mask on sdpa);
+- `ntk-x4`: as `head-1/8`, with `rope_scaling={"rope_type": "diffusion_ntk", "factor": 4}` (RoPE cost only).
+
+Peak memory is the process's peak resident set (ru_maxrss) minus the resident set after the warm-up.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+MODES = ("full", "head-1/8", "docs-8", "ntk-x4")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def one(length: int, mode: str, d_model: int, layers: int, vocab: int, threads: int) -> dict:
+    from llada import LLaDAConfig, LLaDAModelLM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    extra = {"rope_scaling": {"rope_type": "diffusion_ntk", "factor": 4.0}} if mode == "ntk-x4" else {}
+    config = LLaDAConfig(
+        d_model=d_model,
+        n_heads=d_model // 64,
+        n_kv_heads=d_model // 64,
+        n_layers=layers,
+        mlp_hidden_size=d_model * 8 // 3 // 16 * 16,
+        vocab_size=vocab,
+        embedding_size=vocab,
+        max_sequence_length=length if mode != "ntk-x4" else length // 4,
+        mask_token_id=vocab - 1,
+        eos_token_id=vocab - 2,
+        pad_token_id=vocab - 2,
+        attn_implementation="sdpa",
+        **extra,
+    )
+    model = LLaDAModelLM(config).eval()
+
+    def inputs(t):
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, vocab - 2, (1, t), generator=g)
+        kwargs = {}
+        if mode != "full":
+            kwargs["logits_to_keep"] = torch.rand(1, t, generator=g) < 1 / 8
+        if mode == "docs-8":
+            kwargs["document_ids"] = (torch.arange(t) * 8 // t)[None]
+        return ids, kwargs
+
+    with torch.no_grad():
+        ids, kwargs = inputs(256)
+        model(ids, **kwargs)
+        ids, kwargs = inputs(length)
+        base = rss_mb()
+        start = time.perf_counter()
+        logits = model(ids, **kwargs).logits
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "length": length,
+        "mode": mode,
+        "seconds": seconds,
+        "peak_extra_mb": peak - base,
+        "logits_mb": logits.numel() * logits.element_size() / 2**20,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--one", nargs=2, metavar=("LENGTH", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        result = one(int(args.one[0]), args.one[1], args.d_model, args.layers, args.vocab, args.threads)
+        print(json.dumps(result))
+        return
+    print(
+        f"d_model={args.d_model} layers={args.layers} vocab={args.vocab} threads={args.threads} sdpa float32 batch 1"
+    )
+    print(f"{'tokens':>7} {'mode':>9} {'s/forward':>10} {'peak MB':>9} {'logits MB':>10}")
+    env = dict(os.environ)
+    env.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    for length in args.lengths:
+        for mode in args.modes:
+            command = [sys.executable, __file__, "--one", str(length), mode]
+            command += ["--d-model", str(args.d_model), "--layers", str(args.layers), "--vocab", str(args.vocab)]
+            command += ["--threads", str(args.threads)]
+            out = subprocess.run(command, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{length:>7} {mode:>9} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{length:>7} {mode:>9} {r['seconds']:>10.3f} {r['peak_extra_mb']:>9.1f} {r['logits_mb']:>10.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
