@@ -1,6 +1,6 @@
 """Extend the demo model's context 4x (256 -> 1024 tokens) and compare RoPE extensions: a toy UltraLLaDA.
 
-    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python examples/long_context_demo.py      # ~10 minutes on 2 shared cores
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python examples/long_context_demo.py      # ~5 minutes on a shared CPU core
 
 The demo model (`src/llada/demo/model`, trained on 256-token rows of the King James Bible) is extended to 1024
 tokens three ways: `plain` (positions simply run past 256), `ntk` (base * 4) and `diffusion_ntk` (UltraLLaDA's
@@ -114,11 +114,11 @@ def post_train(model, rows: torch.Tensor, document_ids: torch.Tensor, steps: int
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--steps", type=int, default=60, help="post-training steps per variant")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20, help="post-training steps per variant")
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--eval-rows", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-rows", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

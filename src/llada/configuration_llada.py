@@ -283,9 +283,12 @@ class LLaDAConfig(PretrainedConfig):
         )
 
     def to_dict(self) -> dict:
+        # `rope_scaling` only when set: transformers' base config (which the Trainer uses to peek at a checkpoint)
+        # warns on a `rope_scaling` key, and the published configs have none.
         output = super().to_dict()
         output.pop("_rope_scaling", None)
-        output["rope_scaling"] = self._rope_scaling
+        if self._rope_scaling is not None:
+            output["rope_scaling"] = self._rope_scaling
         return output
 
     @property
