@@ -380,14 +380,18 @@ def _model_folder(args) -> tuple[str, Path]:
 def cmd_info(args) -> int:
     import json
 
-    from .hub import CheckpointFacts, _generation_defaults
+    from .hub import CheckpointFacts, _generation_defaults, is_moe_config, moe_architecture_rows
 
     name, folder = _model_folder(args)
     facts = CheckpointFacts.from_folder(folder)
     config = facts.config
     if config.get("model_type") != "llada":
         raise CLIError(f"{name} holds a {config.get('model_type')!r} model, not a LLaDA one (model_type 'llada')")
-    parameters = facts.num_parameters if facts.num_parameters is not None else count_parameters(config)
+    moe = is_moe_config(config)
+    if facts.num_parameters is not None:
+        parameters = facts.num_parameters
+    else:
+        parameters = None if moe else count_parameters(config)
     tokenizer_config = folder / "tokenizer_config.json"
     info = {
         "model": name,
@@ -409,6 +413,15 @@ def cmd_info(args) -> int:
         if "auto_map" in config and (folder / "modeling_llada.py").is_file()
         else "no",
     }
+    if moe:  # LLaDA-MoE: its own fields replace the dense ones
+        rows = dict(moe_architecture_rows(config, facts))
+        for key in ("layers", "d_model", "heads / kv heads", "mlp_hidden_size", "vocab_size / embedding_size"):
+            info.pop(key)
+        info["max_sequence_length"] = config.get("max_position_embeddings")
+        info["weight_tying"] = config.get("tie_word_embeddings", False)
+        skip = ("parameters", "weights dtype", "max sequence length", "RoPE theta", "mask token id")
+        info.update({k: v for k, v in rows.items() if k not in skip})
+        info["parameters"] = parameters
     if tokenizer_config.is_file() and not facts.has_tokenizer:
         info["tokenizer"] = "config only"
     if args.json:
@@ -416,7 +429,9 @@ def cmd_info(args) -> int:
         return 0
     width = max(len(k) for k in info)
     for key, value in info.items():
-        if key == "parameters":
+        if key == "parameters" and value is None:
+            value = "unknown"
+        elif key == "parameters":
             value = f"{value:,} ({value / 1e6:.1f}M)" if value < 1e9 else f"{value:,} ({value / 1e9:.2f}B)"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"

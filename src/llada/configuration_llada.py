@@ -236,6 +236,18 @@ class LLaDAConfig(PretrainedConfig):
         # Set after super().__init__, which (transformers 5) would move rope_scaling into rope_parameters.
         self.rope_scaling = rope_scaling if rope_scaling is not None else rope_parameters
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PretrainedConfig.from_dict`; a LLaDA-MoE config (same `model_type` "llada", MoE fields) gives a
+        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind."""
+        if cls is LLaDAConfig and (
+            "num_experts" in config_dict or "LLaDAMoEModelLM" in (config_dict.get("architectures") or ())
+        ):
+            from .configuration_llada_moe import LLaDAMoEConfig
+
+            return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        return super().from_dict(config_dict, **kwargs)
+
     def _check_supported(self):
         for name, allowed in _SUPPORTED_VALUES.items():
             value = getattr(self, name)

@@ -196,6 +196,22 @@ def document_mask_for(
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
+def select_positions(h: torch.Tensor, logits_to_keep) -> torch.Tensor:
+    """The hidden states (B, T, d) where the LM head runs, as `logits_to_keep` selects (see `LLaDAModelLM.forward`)."""
+    if logits_to_keep is None:
+        return h
+    if isinstance(logits_to_keep, int):
+        return h[:, -logits_to_keep:] if logits_to_keep > 0 else h
+    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+        if logits_to_keep.shape != h.shape[:2]:
+            raise ValueError(
+                f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
+                f"{tuple(logits_to_keep.shape)}."
+            )
+        return h[logits_to_keep]  # (N, d)
+    return h[:, logits_to_keep]
+
+
 class LLaDAKVCache:
     """Keys/values (after RoPE) of every position of a sequence, per layer: lists of (B, Hkv, T, hd) tensors.
 
@@ -331,6 +347,8 @@ HUB_CORE_FILES = (
     "masking_llada.py",
     "likelihood_llada.py",
     "rope_llada.py",
+    "configuration_llada_moe.py",
+    "modeling_llada_moe.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_llada.LLaDAConfig",
@@ -570,6 +588,23 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         self.model = LLaDAModel(config)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a LLaDA-MoE checkpoint (same `model_type`) gives `LLaDAMoEModelLM`."""
+        config = kwargs.get("config")
+        if cls is LLaDAModelLM and config is None and pretrained_model_name_or_path is not None:
+            hub = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+            config = LLaDAConfig.from_pretrained(
+                pretrained_model_name_or_path, **{k: kwargs[k] for k in hub if k in kwargs}
+            )
+        # Duck-typed: with trust_remote_code, transformers may load the config module twice (two LLaDAConfig classes).
+        if cls is LLaDAModelLM and getattr(config, "num_experts", None) is not None:
+            from .modeling_llada_moe import LLaDAMoEModelLM
+
+            kwargs["config"] = config
+            return LLaDAMoEModelLM.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer.wte
 
@@ -636,20 +671,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
             validate_inputs=validate_inputs,
             **kwargs,
         )
-        h = out.last_hidden_state  # (B, T, d)
-        if logits_to_keep is None:
-            pass
-        elif isinstance(logits_to_keep, int):
-            h = h[:, -logits_to_keep:] if logits_to_keep > 0 else h
-        elif isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
-            if logits_to_keep.shape != h.shape[:2]:
-                raise ValueError(
-                    f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
-                    f"{tuple(logits_to_keep.shape)}."
-                )
-            h = h[logits_to_keep]  # (N, d)
-        else:
-            h = h[:, logits_to_keep]
+        h = select_positions(out.last_hidden_state, logits_to_keep)
         logits = F.linear(h, self.model.head_weight())
         if not return_dict:
             return tuple(v for v in (logits, out.past_key_values, out.hidden_states) if v is not None)

@@ -154,6 +154,12 @@ class _RopeConfigView:
         """Already standard."""
 
 
+def plain_inv_freq(dim: int, theta: float, device=None) -> torch.Tensor:
+    """(dim / 2,) float32 inverse frequencies of plain RoPE: theta ** -(2i / dim)."""
+    exponents = torch.arange(0, dim, 2, device=device, dtype=torch.float) / dim
+    return 1.0 / (theta**exponents)
+
+
 def rope_frequencies(config, seq_len: int | None = None, device=None) -> tuple[torch.Tensor, float]:
     """Inverse frequencies (head_dim / 2,) float32 and the cos/sin scale of `config`'s RoPE.
 
@@ -169,8 +175,7 @@ def rope_frequencies(config, seq_len: int | None = None, device=None) -> tuple[t
         elif rope_type == "diffusion_ntk":
             original = scaling["original_max_position_embeddings"]
             theta = diffusion_ntk_base(head_dim, theta, original, math.ceil(original * scaling["factor"]))
-        exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float) / head_dim
-        return 1.0 / (theta**exponents), 1.0
+        return plain_inv_freq(head_dim, theta, device), 1.0
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     params = {**scaling, "rope_theta": theta}
@@ -207,6 +212,7 @@ __all__ = [
     "diffusion_critical_dim",
     "diffusion_ntk_base",
     "normalize_rope_scaling",
+    "plain_inv_freq",
     "rope_frequencies",
     "rotary_cos_sin",
 ]

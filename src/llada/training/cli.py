@@ -188,7 +188,8 @@ def build_model(args, tokenizer):
 
         from .lora import llada_lora_config
 
-        model = get_peft_model(model, llada_lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
+        moe = getattr(model.config, "num_experts", None) is not None  # LLaDA-MoE: its own layer names
+        model = get_peft_model(model, llada_lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, moe=moe))
         model.print_trainable_parameters()
     return model
 

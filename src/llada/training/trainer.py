@@ -69,8 +69,9 @@ def masked_diffusion_loss_sum(
     mask_token_id: int,
     attention_mask: torch.Tensor | None = None,
     validate_inputs: bool = True,
+    output_router_logits: bool = False,
     document_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
+):
     """sum_b [ sum over masked i of b of CE / p_b ] / |answer_b| for given masks (divide by the rows for the loss).
 
     Args:
@@ -81,18 +82,25 @@ def masked_diffusion_loss_sum(
         masked (`torch.BoolTensor` of shape `(B, L)`): the positions the forward process masked (within maskable).
         p (`torch.Tensor` of shape `(B,)`): each row's masking probability.
         mask_token_id (`int`): written at the masked positions.
+        output_router_logits (`bool`): LLaDA-MoE only; return `(loss_sum, model_output)` whose `router_logits` and
+            `selected_experts` feed the router losses.
         document_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): packed rows' document layout (from a
             collator with `document_mask=True` / `packing=True`): attention stays within each document.
     """
     noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
-    extra = {"document_ids": document_ids} if document_ids is not None else {}
-    logits = model(
+    extra = {"output_router_logits": True} if output_router_logits else {}
+    if document_ids is not None:
+        extra["document_ids"] = document_ids
+    out = model(
         input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs, **extra
-    ).logits  # (N, V): masked positions only, row-major
-    batch, length = input_ids.shape
-    row_of_token = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length)[masked]  # (N,)
-    token_nll = cross_entropy_float32(logits, input_ids[masked])  # (N,)
-    return diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+    )
+    logits = out.logits  # (N, V): masked positions only, row-major
+    # The masked positions' flat index, found once (one host sync besides the model's own): rows and targets follow.
+    flat = masked.reshape(-1).nonzero().squeeze(1)  # (N,), row-major like the logits
+    row_of_token = flat // input_ids.shape[1]  # (N,)
+    token_nll = cross_entropy_float32(logits, input_ids.reshape(-1).index_select(0, flat))  # (N,)
+    loss_sum = diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+    return (loss_sum, out) if output_router_logits else loss_sum
 
 
 def _mix_seed(*parts: int) -> int:
@@ -139,6 +147,19 @@ class LLaDATrainer(Trainer):
         self._mask_step = (-1, 0)  # (optimizer step, micro-batches drawn in it)
         self._eval_batches = 0
         self._inputs_validated = False
+        self._router_logs = {}  # LLaDA-MoE: summed router losses since the last log, and their count
+        self._expert_loads = None
+        rate = self._option("expert_bias_update_rate", 0.0)
+        if rate:
+            from .moe import ExpertBiasUpdate
+
+            config = self.accelerator.unwrap_model(self.model).config
+            if not getattr(config, "moe_router_enable_expert_bias", False):
+                raise ValueError(
+                    f"expert_bias_update_rate={rate} needs a LLaDA-MoE model with moe_router_enable_expert_bias=True "
+                    "(it updates mlp.expert_bias); set the rate to 0 or use such a model."
+                )
+            self.add_callback(ExpertBiasUpdate(self, rate))
 
     # ---- options -------------------------------------------------------------------------------------------------
 
@@ -224,7 +245,8 @@ class LLaDATrainer(Trainer):
         maskable = labels != IGNORE_INDEX if labels is not None else torch.ones_like(input_ids, dtype=torch.bool)
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         masked, p = self.sample_masks(input_ids, maskable, generator)
-        loss_sum = masked_diffusion_loss_sum(
+        router = self._router_options(training)
+        result = masked_diffusion_loss_sum(
             model,
             input_ids,
             maskable,
@@ -233,9 +255,14 @@ class LLaDATrainer(Trainer):
             self.mask_token_id,
             attention_mask=inputs.get("attention_mask"),
             validate_inputs=not self._inputs_validated,
+            output_router_logits=router is not None,
             document_ids=inputs.get("document_ids"),
         )
         self._inputs_validated = True
+        loss_sum = result
+        if router is not None:
+            loss_sum, out = result
+            loss_sum = loss_sum + input_ids.shape[0] * self._router_loss(out, inputs.get("attention_mask"), *router)
         if training and num_items_in_batch is not None:
             # Gradients are averaged over processes (DDP/FSDP): scale back up so the step's gradient is that of
             # (sum over all rows) / (all rows).
@@ -243,6 +270,52 @@ class LLaDATrainer(Trainer):
         else:
             loss = loss_sum / input_ids.shape[0]
         return (loss, {"masked": masked, "p": p}) if return_outputs else loss
+
+    # ---- LLaDA-MoE router losses ---------------------------------------------------------------------------------
+
+    def _router_options(self, training: bool):
+        """(aux coefficient, z coefficient, count loads) for a LLaDA-MoE model that needs router outputs, else None.
+        Training only: `eval_loss` stays the diffusion bound, comparable with dense models."""
+        from .moe import is_moe
+
+        if not training:
+            return None
+
+        model = self.accelerator.unwrap_model(self.model)
+        if not is_moe(model) and not is_moe(getattr(model, "base_model", None)):
+            return None
+        config = model.config
+        aux = self._option("router_aux_loss_coef", None)
+        aux = getattr(config, "router_aux_loss_coef", 0.0) if aux is None else aux
+        z = self._option("router_z_loss_coef", None)
+        z = getattr(config, "router_z_loss_coef", 0.0) if z is None else z
+        loads = training and bool(self._option("expert_bias_update_rate", 0.0))
+        return (aux or 0.0, z or 0.0, loads) if (aux or z or loads) else None
+
+    def _router_loss(self, out, attention_mask, aux_coef: float, z_coef: float, count_loads: bool) -> torch.Tensor:
+        """aux_coef * load-balancing loss + z_coef * z-loss of this micro-batch (per row: the caller scales it like
+        the diffusion loss, so that under gradient accumulation the step's router loss is the row-weighted mean of
+        its micro-batches'). Records both for the logs and, for the bias update, the experts' loads."""
+        from .moe import expert_loads, router_losses
+
+        num_experts = self.accelerator.unwrap_model(self.model).config.num_experts
+        if count_loads:
+            loads = expert_loads(out.selected_experts, num_experts, attention_mask)
+            self._expert_loads = loads if self._expert_loads is None else self._expert_loads + loads
+        aux, z = router_losses(out.router_logits, out.selected_experts, num_experts, attention_mask)
+        logs = self._router_logs
+        logs["aux_loss"] = logs.get("aux_loss", 0.0) + aux.detach()
+        logs["z_loss"] = logs.get("z_loss", 0.0) + z.detach()
+        logs["count"] = logs.get("count", 0) + 1
+        return aux_coef * aux + z_coef * z
+
+    def log(self, logs: dict, *args, **kwargs):
+        """`Trainer.log`, plus the mean router losses (`aux_loss`, `z_loss`) since the last log for LLaDA-MoE."""
+        count = self._router_logs.pop("count", 0)
+        if count and "loss" in logs:
+            for name in ("aux_loss", "z_loss"):
+                logs[name] = round(float(self._router_logs.pop(name)) / count, 6)
+        return super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, *args, **kwargs):
         self._eval_batches = 0  # every evaluation draws the same masks
