@@ -20,8 +20,10 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+from results import RESULTS_DIR, write_results
 
 MODES = ("full", "head-1/8", "docs-8", "ntk-x4")
 
@@ -90,6 +92,8 @@ def main():
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
+    parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/*.json")
     parser.add_argument("--one", nargs=2, metavar=("LENGTH", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -100,6 +104,7 @@ def main():
         f"d_model={args.d_model} layers={args.layers} vocab={args.vocab} threads={args.threads} sdpa float32 batch 1"
     )
     print(f"{'tokens':>7} {'mode':>9} {'s/forward':>10} {'peak MB':>9} {'logits MB':>10}")
+    figures = []
     env = dict(os.environ)
     env.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     for length in args.lengths:
@@ -112,10 +117,14 @@ def main():
                 print(f"{length:>7} {mode:>9} failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            figures.append(r)
             print(
                 f"{length:>7} {mode:>9} {r['seconds']:>10.3f} {r['peak_extra_mb']:>9.1f} {r['logits_mb']:>10.1f}",
                 flush=True,
             )
+    if not args.no_results:
+        options = {k: v for k, v in vars(args).items() if k != "one"}
+        write_results("long_context", "cpu", options, figures, args.results_dir)
 
 
 if __name__ == "__main__":
