@@ -18,7 +18,13 @@ from .generation_llada import (
 )
 from .hub import push_to_hub as _push_to_hub
 from .masking_llada import MASK_EPS
-from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+from .modeling_llada import (
+    LLaDAKVCache,
+    LLaDAMissingWeightsWarning,
+    LLaDAModel,
+    LLaDAModelLM,
+    LLaDAPreTrainedModel,
+)
 from .modeling_llada_moe import LLaDAMoEModel, LLaDAMoEModelLM
 from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
@@ -38,6 +44,7 @@ __all__ = [
     "LLaDAGenerateOutput",
     "LLaDAGenerationConfig",
     "LLaDAKVCache",
+    "LLaDAMissingWeightsWarning",
     "LLaDAModel",
     "LLaDAModelLM",
     "LLaDAMoEConfig",

@@ -15,6 +15,8 @@ Hub core: copied next to saved weights; imports only torch, transformers and its
 
 import os
 import shutil
+import uuid
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -370,6 +372,43 @@ def copy_hub_core_files(save_directory: str | os.PathLike) -> list[str]:
     return written
 
 
+class LLaDAMissingWeightsWarning(UserWarning):
+    """`from_pretrained` built parameters that the checkpoint does not hold: they are random, and the model's outputs
+    are meaningless (typically a `config.json` that does not describe the weights). The `llada` CLI makes it an
+    error; `warnings.simplefilter("error", LLaDAMissingWeightsWarning)` does the same in Python."""
+
+
+#: Weight files that `save_pretrained` may write; an older save's ones that a new save did not write are removed.
+_WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
+
+
+def _atomic_save(save_directory: str, write) -> None:
+    """Call `write(folder)` on a hidden temporary sibling of `save_directory`, then move its files in.
+
+    A failure while writing (full disk, a killed process) leaves the old checkpoint untouched and no temporary folder
+    behind; a new folder appears at once (a rename). Into an existing folder the finished files are moved with
+    renames, and weight files of an older save that the new one did not write are removed.
+    """
+    target = os.path.abspath(save_directory)
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, f".{name}.saving-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(temporary)
+        write(temporary)
+        if not os.path.isdir(target):
+            os.replace(temporary, target)
+            return
+        written = sorted(os.listdir(temporary), key=lambda f: f == "config.json")  # config.json last
+        for stale in os.listdir(target):
+            if stale.startswith(_WEIGHT_FILE_PREFIXES) and stale not in written:
+                os.remove(os.path.join(target, stale))
+        for file in written:
+            os.replace(os.path.join(temporary, file), os.path.join(target, file))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 class LLaDAPreTrainedModel(PreTrainedModel):
     config_class = LLaDAConfig
     config: LLaDAConfig
@@ -404,10 +443,43 @@ class LLaDAPreTrainedModel(PreTrainedModel):
                 "LLaDA: save_pretrained(push_to_hub=True) would upload before the code files are written; call "
                 "model.push_to_hub(repo_id) instead."
             )
+        if os.path.exists(save_directory) and not os.path.isdir(save_directory):
+            raise ValueError(
+                f"LLaDA: save_pretrained({str(save_directory)!r}): this path is a file; save_pretrained writes a "
+                "folder (config, weights, code files). Pass a folder path, or remove the file."
+            )
         self.config.auto_map = dict(AUTO_MAP)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            copy_hub_core_files(save_directory)
+        if not kwargs.get("is_main_process", True):  # other processes of a distributed run write nothing of their own
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+
+        def write(folder):
+            super(LLaDAPreTrainedModel, self).save_pretrained(folder, *args, **kwargs)
+            copy_hub_core_files(folder)
+
+        # Atomic per folder: a save that fails halfway (full disk) never leaves new config beside old weights.
+        _atomic_save(str(save_directory), write)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus a `LLaDAMissingWeightsWarning` naming the parameters that the
+        checkpoint does not hold (they stay random), so that a config that does not describe the weights is never a
+        silently random model."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            warnings.warn(
+                LLaDAMissingWeightsWarning(
+                    f"LLaDA: the checkpoint {source} does not hold {len(missing)} parameters of the model built from "
+                    f"its config ({shown}); they are randomly initialized and the outputs are meaningless. Check that "
+                    "config.json describes the weights (n_layers, d_model, weight_tying, ...)."
+                ),
+                stacklevel=2,
+            )
+        return (model, info) if want_info else model
 
 
 class LLaDAModel(LLaDAPreTrainedModel):
@@ -678,4 +750,4 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         return LLaDAOutput(logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states)
 
 
-__all__ = ["LLaDAKVCache", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]
+__all__ = ["LLaDAKVCache", "LLaDAMissingWeightsWarning", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from ..masking_llada import MASK_EPS, diffusion_loss_sum, forward_mask, sample_mask_probability
+from .checkpoints import resolve_resume_checkpoint
 from .collators import IGNORE_INDEX
 
 #: Rows of logits upcast to float32 at a time by the cross-entropy (bounds its temporary memory).
@@ -161,6 +162,12 @@ class LLaDATrainer(Trainer):
                 )
             self.add_callback(ExpertBiasUpdate(self, rate))
 
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint of
+        `output_dir` (a folder left half-written by a killed run is skipped, with a warning saying why)."""
+        resume = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume, *args, **kwargs)
+
     # ---- options -------------------------------------------------------------------------------------------------
 
     def _option(self, name: str, default):
@@ -242,6 +249,7 @@ class LLaDATrainer(Trainer):
             inputs = self._maybe_cut_length(inputs, torch.Generator().manual_seed(_mix_seed(seed, 1)))
             input_ids = inputs["input_ids"]
         labels = inputs.get("labels")
+        input_ids = self._checked_ids(input_ids, labels)
         maskable = labels != IGNORE_INDEX if labels is not None else torch.ones_like(input_ids, dtype=torch.bool)
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         masked, p = self.sample_masks(input_ids, maskable, generator)
@@ -270,6 +278,44 @@ class LLaDATrainer(Trainer):
         else:
             loss = loss_sum / input_ids.shape[0]
         return (loss, {"masked": masked, "p": p}) if return_outputs else loss
+
+    def _checked_ids(self, input_ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Every batch's clean ids (the targets) must be token ids in [0, vocab) and not the mask token.
+
+        Shapes are checked on the host. On the CPU the ids are checked at once; on an accelerator one fused check
+        accumulates on the device (no sync per step), bad ids are replaced by 0 so that no kernel reads out of range,
+        and the flag is read when the trainer logs (`log`), which raises."""
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
+            raise ValueError(
+                f"input_ids has shape {tuple(input_ids.shape)}; the trainer needs (batch, length) with length >= 1 "
+                "(drop empty rows in the collator)."
+            )
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+        if labels is not None and tuple(labels.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}; labels must "
+                "match input_ids (-100 on never-masked prompt positions)."
+            )
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is None:
+            return input_ids
+        bad = (input_ids < 0) | (input_ids >= vocab) | (input_ids == self.mask_token_id)  # (B, L)
+        if input_ids.device.type == "cpu":
+            if bool(bad.any()):
+                self._raise_bad_ids(input_ids[bad][:5].tolist(), vocab)
+            return input_ids
+        flag = bad.any()
+        self._bad_ids_flag = flag if getattr(self, "_bad_ids_flag", None) is None else self._bad_ids_flag | flag
+        return input_ids.masked_fill(bad, 0)
+
+    def _raise_bad_ids(self, examples, vocab):
+        raise ValueError(
+            f"a training batch holds token ids {examples} that are outside the vocabulary [0, {vocab}) or are the "
+            f"mask token ({self.mask_token_id}); check the tokenizer and the collator (the mask token must not "
+            "appear in training data)."
+        )
 
     # ---- LLaDA-MoE router losses ---------------------------------------------------------------------------------
 
@@ -310,7 +356,11 @@ class LLaDATrainer(Trainer):
         return aux_coef * aux + z_coef * z
 
     def log(self, logs: dict, *args, **kwargs):
-        """`Trainer.log`, plus the mean router losses (`aux_loss`, `z_loss`) since the last log for LLaDA-MoE."""
+        """`Trainer.log`, plus the mean router losses (`aux_loss`, `z_loss`) since the last log for LLaDA-MoE; raises
+        if a batch since the last log held bad token ids (the device-side check of `_checked_ids`)."""
+        flag = getattr(self, "_bad_ids_flag", None)
+        if flag is not None and bool(flag):  # one host read per logging step
+            self._raise_bad_ids("(on the device)", self.accelerator.unwrap_model(self.model).config.vocab_size)
         count = self._router_logs.pop("count", 0)
         if count and "loss" in logs:
             for name in ("aux_loss", "z_loss"):
