@@ -6,7 +6,13 @@
 """
 
 from .arguments import CHECKPOINTING_ARGUMENT, LLaDATrainingArguments
-from .collators import IGNORE_INDEX, LLaDAPretrainingCollator, LLaDASFTCollator, pack_documents
+from .collators import (
+    IGNORE_INDEX,
+    LLaDAPretrainingCollator,
+    LLaDASFTCollator,
+    document_ids_from_eos,
+    pack_documents,
+)
 from .lora import LLADA_LORA_TARGETS, llada_lora_config, lora_target_regex
 from .tokenizer import LLADA_CHAT_TEMPLATE, SPECIAL_TOKENS, special_token_ids, train_tokenizer
 from .trainer import LLaDATrainer, cross_entropy_float32, masked_diffusion_loss_sum
@@ -25,6 +31,7 @@ __all__ = [
     "llada_lora_config",
     "lora_target_regex",
     "masked_diffusion_loss_sum",
+    "document_ids_from_eos",
     "pack_documents",
     "special_token_ids",
     "train_tokenizer",
