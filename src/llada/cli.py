@@ -86,7 +86,10 @@ def load_model(args, need_chat_template: bool = False):
     if local:
         import json
 
-        model_type = json.loads((Path(name) / "config.json").read_text()).get("model_type")
+        try:
+            model_type = json.loads((Path(name) / "config.json").read_text()).get("model_type")
+        except (ValueError, AttributeError) as error:
+            raise CLIError(f"{Path(name) / 'config.json'} is not a valid JSON object: {error}") from error
         if model_type != "llada":
             raise CLIError(f"{name} holds a {model_type!r} model, not a LLaDA one (model_type 'llada')")
 
@@ -205,6 +208,22 @@ def _progress_streamer(total: int):
     return ProgressStreamer()
 
 
+def _fit_schedule(kwargs: dict, config) -> None:
+    """With --max-new-tokens but no --steps, derive steps (and block length, unless given) that fit the new canvas:
+    the saved blocks' length where it divides it (else its largest divisor below), and the saved steps per token,
+    rounded to a multiple of the number of blocks."""
+    new = kwargs.get("max_new_tokens")
+    if not new or "steps" in kwargs:
+        return
+    block = kwargs.get("block_length") or config.block_length or new
+    if "block_length" not in kwargs and new % block:
+        block = max(d for d in range(1, min(block, new) + 1) if new % d == 0)
+        kwargs["block_length"] = block
+    blocks = new // block if new % block == 0 else 1  # a given block length that does not divide: generate says so
+    per_token = (config.steps or config.max_new_tokens or new) / (config.max_new_tokens or new)
+    kwargs["steps"] = max(blocks, round(new * per_token / blocks) * blocks)
+
+
 def run_generate(model, tokenizer, input_ids, args, show_prompt: bool, **overrides):
     """`model.generate` with the command-line sampler options; returns the output ids `(1, total_length)`."""
     import torch
@@ -213,6 +232,7 @@ def run_generate(model, tokenizer, input_ids, args, show_prompt: bool, **overrid
 
     kwargs = {**sampler_kwargs(args), **overrides}
     config = model.generation_config
+    _fit_schedule(kwargs, config)
     mask_id = config.mask_token_id if config.mask_token_id is not None else model.config.mask_token_id
     if args.show_steps:
         streamer = LLaDATerminalStreamer(tokenizer, mask_id, stream=sys.stderr, show_prompt=show_prompt)
@@ -326,7 +346,8 @@ def cmd_chat(args) -> int:
             continue
         output = run_generate(model, tokenizer, input_ids, args, show_prompt=False)
         reply = decode_generation(tokenizer, output, prompt_length=input_ids.shape[1], stop_token_ids=stops)[0].strip()
-        print(f"llada> {reply}" if interactive else reply, flush=True)
+        # Piped: one reply per line out, as one turn per line in.
+        print(f"llada> {reply}" if interactive else " ".join(reply.split()), flush=True)
         messages.append({"role": "assistant", "content": reply})
     return 0
 
@@ -702,6 +723,10 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {_first_line(error)}"
 
 
+#: Commands whose remaining arguments belong to another program, unparsed: (command words, attribute).
+_PASSTHROUGH = ((("eval", "lm-eval"), "lm_eval_args"),)
+
+
 def _interrupted(signum, frame):
     """Ctrl-C: leave at once with status 130, quietly (no traceback, no atexit handlers of half-done work)."""
     try:
@@ -731,7 +756,13 @@ def _install_interrupt_handler():
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
+    passed = {}
+    for words, attribute in _PASSTHROUGH:
+        if tuple(argv[: len(words)]) == words:
+            argv, passed[attribute] = argv[: len(words)], argv[len(words) :]
     args = parser.parse_args(argv)
+    for attribute, rest in passed.items():
+        setattr(args, attribute, rest)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

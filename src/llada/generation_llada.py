@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .masking_llada import num_transfer_tokens
+
+logger = logging.get_logger(__name__)
 
 #: `<|eot_id|>` of the LLaDA-8B tokenizer (end of an Instruct turn). Used as the EoT default for models whose mask
 #: id is the 8B one; other vocabularies set `eot_token_id` in their generation config.
@@ -229,7 +231,15 @@ class LLaDAGenerationConfig(GenerationConfig):
             setattr(self, name, kwargs.pop(name, default))
         kwargs.setdefault("max_new_tokens", 128)
         kwargs.setdefault("temperature", 0.0)
+        # `do_sample` follows the temperature, and is always saved (see `to_diff_dict`): callers such as the
+        # text-generation pipeline add their own sampling defaults when the model's config leaves it unset.
+        kwargs.setdefault("do_sample", bool(kwargs["temperature"]))
         super().__init__(**kwargs)
+
+    def to_diff_dict(self) -> dict:
+        diff = super().to_diff_dict()
+        diff["do_sample"] = bool(self.do_sample)
+        return diff
 
     def validate(self, strict=False, **kwargs):
         """`GenerationConfig.validate`, plus the diffusion fields. The diffusion `temperature` (0 is greedy) and
@@ -340,11 +350,15 @@ class LLaDAGenerateOutput(ModelOutput):
     nfe (`int`):
         Forward passes of the model for the whole batch (a classifier-free guidance step is one pass over the
         doubled batch).
+    tokens_per_forward (`torch.FloatTensor` of shape `(batch_size,)`):
+        As in transformers' diffusion models: the tokens each row got from the sampler (the canvas and any masks of
+        the input), not counting `pad_token_id`, divided by `nfe`.
     """
 
     sequences: torch.LongTensor | None = None
     history: tuple[torch.LongTensor, ...] | None = None
     nfe: int | None = None
+    tokens_per_forward: torch.FloatTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -778,7 +792,9 @@ class LLaDAGenerationMixin:
                 Receives `put(prompt)`, then `put(block)` with the tokens of each block as it is finished
                 (`(batch, block_length)`, so a `TextStreamer` prints the text), then `end()`. A streamer that also has
                 `on_step(canvas, step=..., prompt_length=...)` gets the whole canvas `(batch, total_length)` after
-                every step (see `llada.streaming.LLaDATerminalStreamer`).
+                every step (see `llada.streaming.LLaDATerminalStreamer`). One with `put_draft` (transformers'
+                `TextDiffusionStreamer`) gets the current block after every step, its masks shown as the model's
+                current proposals.
             generator (`torch.Generator`, *optional*):
                 Source of randomness for `temperature > 0` and `remasking="random"`.
             kwargs:
@@ -788,7 +804,7 @@ class LLaDAGenerationMixin:
 
         Returns:
             `torch.LongTensor` `(batch_size, prompt_length + max_new_tokens)`, or a `LLaDAGenerateOutput`
-            (`sequences`, `history`, `nfe`) when `return_dict_in_generate=True`.
+            (`sequences`, `history`, `nfe`, `tokens_per_forward`) when `return_dict_in_generate=True`.
         """
         if input_ids is None:
             raise ValueError("generate() needs input_ids (batch, prompt_length).")
@@ -810,6 +826,7 @@ class LLaDAGenerationMixin:
         input_ids = input_ids.to(device)
         attention_mask = attention_mask.to(device) if attention_mask is not None else None
         plan = self._plan(config, input_ids, attention_mask)
+        _warn_if_left_padded_without_mask(input_ids, attention_mask, config.pad_token_id)
 
         batch, prompt_length = input_ids.shape
         x = torch.full((batch, plan.total_length), plan.mask_id, dtype=torch.long, device=device)
@@ -829,6 +846,8 @@ class LLaDAGenerationMixin:
 
         history = [] if config.output_history else None
         on_step = getattr(streamer, "on_step", None)
+        put_draft = getattr(streamer, "put_draft", None)  # transformers' TextDiffusionStreamer and its kind
+        takes_logits = bool(getattr(streamer, "_takes_logits", False))
         if streamer is not None:
             streamer.put(input_ids.cpu())
 
@@ -867,6 +886,11 @@ class LLaDAGenerationMixin:
                     total_length=plan.total_length,
                 )
                 x[:, start:end] = torch.where(transfer, x0, current)
+                if put_draft is not None:  # the block as it would read now: the proposals where masks remain
+                    if takes_logits:
+                        put_draft(logits=logits.cpu())
+                    else:
+                        put_draft(torch.where(x[:, start:end] == plan.mask_id, x0, x[:, start:end]).cpu())
                 if history is not None:
                     history.append(x.clone())
                 if on_step is not None:
@@ -888,7 +912,17 @@ class LLaDAGenerationMixin:
             streamer.end()
         if not config.return_dict_in_generate:
             return x
-        return LLaDAGenerateOutput(sequences=x, history=tuple(history) if history is not None else None, nfe=nfe)
+        canvas = x.new_ones(batch, plan.total_length - prompt_length, dtype=torch.bool)
+        filled = torch.cat((input_ids == plan.mask_id, canvas), dim=1)  # (B, T): what the sampler wrote
+        if config.pad_token_id is not None:
+            filled &= x != config.pad_token_id
+        tokens_per_forward = filled.sum(dim=1) / max(nfe, 1)
+        return LLaDAGenerateOutput(
+            sequences=x,
+            history=tuple(history) if history is not None else None,
+            nfe=nfe,
+            tokens_per_forward=tokens_per_forward,
+        )
 
     @staticmethod
     def _all_finished(x: torch.Tensor, plan: _Plan, end: int) -> bool:
@@ -925,6 +959,19 @@ class LLaDAGenerationMixin:
             validate_inputs=False,
         )
         return out.logits, cache
+
+
+def _warn_if_left_padded_without_mask(input_ids, attention_mask, pad_token_id):
+    """Warn (once) when rows start with the pad id and no attention_mask says it is padding: the padding is then
+    attended to as text, and each row differs from what it would give alone."""
+    if attention_mask is not None or pad_token_id is None or input_ids.shape[0] < 2 or input_ids.shape[1] == 0:
+        return
+    if bool((input_ids[:, 0] == pad_token_id).any()):
+        logger.warning_once(
+            f"Some rows of input_ids start with the pad token ({pad_token_id}) and no attention_mask was passed: the "
+            "padding is read as text, so those rows differ from each prompt alone. Pass the attention_mask of the "
+            "tokenizer (tokenizer(prompts, padding=True, return_tensors='pt')) to generate()."
+        )
 
 
 def _check_tensor_input(value, name: str):

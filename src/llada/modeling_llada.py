@@ -283,8 +283,9 @@ class LLaDABlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         past_key_values: LLaDAKVCache | None = None,
         window_start: int = 0,
+        output_attentions: bool = False,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         b, t, _ = hidden_states.shape
         x = self.attn_norm(hidden_states)
         q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -295,8 +296,9 @@ class LLaDABlock(GradientCheckpointingLayer):
         k = apply_rotary(k, cos, sin, self.config.rope_full_precision)
         if past_key_values is not None:
             k, v = past_key_values.splice(self.layer_idx, window_start, k, v)  # (B, Hkv, Tk, hd)
-        attend = attention_function(self.config._attn_implementation)
-        attn, _ = attend(
+        # The attention probabilities exist only on the eager path: it serves the calls that ask for them.
+        attend = eager_attention_forward if output_attentions else attention_function(self.config._attn_implementation)
+        attn, weights = attend(
             self,
             q,
             k,
@@ -311,7 +313,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         h = hidden_states + self.dropout(self.attn_out(attn))
         n = self.ff_norm(h)
         y = h + self.dropout(self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n)))
-        return y, k, v
+        return y, k, v, weights if output_attentions else None
 
 
 @dataclass
@@ -320,11 +322,14 @@ class LLaDAModelOutput(ModelOutput):
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`): after `ln_f`.
     past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): with `output_attentions=True`, each block's attention
+        probabilities `(batch_size, n_heads, query_length, key_length)`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     past_key_values: LLaDAKVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -334,11 +339,13 @@ class LLaDAOutput(ModelOutput):
         `logits_to_keep` (see `LLaDAModelLM.forward`). Position i predicts token i (no shift).
     past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): each block's attention probabilities (see `LLaDAModelOutput`).
     """
 
     logits: torch.FloatTensor | None = None
     past_key_values: LLaDAKVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 #: The files that travel with a checkpoint so that `trust_remote_code=True` loads it without this package.
@@ -370,6 +377,22 @@ def copy_hub_core_files(save_directory: str | os.PathLike) -> list[str]:
             shutil.copyfile(os.path.join(here, name), target)
         written.append(target)
     return written
+
+
+def _local_model_folder(pretrained_model_name_or_path, kwargs) -> str | None:
+    """The local folder `from_pretrained` reads (None for a Hub id); one without config.json is refused (instead of
+    building the 8B default and failing on sizes)."""
+    if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+        return None
+    folder = os.path.normpath(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or ""))
+    if not os.path.isdir(folder):
+        return None
+    if kwargs.get("config") is None and not os.path.isfile(os.path.join(folder, "config.json")):
+        raise OSError(
+            f"{folder} has no config.json, so it does not hold a model; pass a folder written by save_pretrained "
+            "(or config=LLaDAConfig(...))."
+        )
+    return folder
 
 
 class LLaDAMissingWeightsWarning(UserWarning):
@@ -464,13 +487,25 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, plus a `LLaDAMissingWeightsWarning` naming the parameters that the
         checkpoint does not hold (they stay random), so that a config that does not describe the weights is never a
-        silently random model."""
+        silently random model; and loading errors that name the file: a local folder without `config.json` is refused
+        (instead of building the 8B default), unreadable weights name their file."""
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        folder = _local_model_folder(source, kwargs)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) if folder else []
+            where = ", ".join(os.path.join(folder, f) for f in files) if files else str(source)
+            raise OSError(
+                f"cannot read the weights in {where}: {error}; the file is damaged or incomplete, download or save it "
+                "again."
+            ) from error
         missing = sorted(info.get("missing_keys") or ())
         if missing:
             shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
             warnings.warn(
                 LLaDAMissingWeightsWarning(
                     f"LLaDA: the checkpoint {source} does not hold {len(missing)} parameters of the model built from "
@@ -523,7 +558,9 @@ class LLaDAModel(LLaDAPreTrainedModel):
                 f"LLaDA: attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, sequence) = "
                 f"({ref.shape[0]}, {total_len}), with 1 for real tokens and 0 for padding."
             )
-        if validate_inputs and input_ids is not None and input_ids.numel() > 0:
+        # The check reads the ids on the host: skipped while torch.compile / torch.export trace the forward pass.
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if validate_inputs and not tracing and input_ids is not None and input_ids.numel() > 0:
             lo, hi = int(input_ids.min()), int(input_ids.max())
             size = self.config.padded_vocab_size
             if lo < 0 or hi >= size:
@@ -572,11 +609,8 @@ class LLaDAModel(LLaDAPreTrainedModel):
                 a document and, unless `position_ids` is given, rotary positions restart at 0 in each document, so
                 each document is computed as if it were alone. `None`: one document per row.
         """
-        if kwargs.get("output_attentions"):
-            raise ValueError(
-                "LLaDA: output_attentions is not supported (the attention backends do not return weights); use "
-                "output_hidden_states=True, or hooks on the blocks."
-            )
+        output_attentions = kwargs.pop("output_attentions", None)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -618,24 +652,27 @@ class LLaDAModel(LLaDAPreTrainedModel):
         elif position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
         position_embeddings = rotary_cos_sin(position_ids, *rope_frequencies(self.config, total_len, x.device))
+        implementation = "eager" if output_attentions else self.config._attn_implementation
         if document_ids is not None:
-            mask = document_mask_for(
-                self.config._attn_implementation, document_ids, attention_mask, window_start, window, x.dtype
-            )
+            mask = document_mask_for(implementation, document_ids, attention_mask, window_start, window, x.dtype)
         else:
-            mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
+            mask = padding_mask_for(implementation, attention_mask, window, x.dtype)
 
         hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
         keys, values = [], []
         for block in self.transformer.blocks:
-            x, k, v = block(
+            x, k, v, weights = block(
                 x,
                 position_embeddings,
                 mask,
                 past_key_values=past_key_values,
                 window_start=window_start,
+                output_attentions=output_attentions,
                 **kwargs,
             )
+            if output_attentions:
+                attentions += (weights,)
             if use_cache:
                 keys.append(k)
                 values.append(v)
@@ -644,8 +681,10 @@ class LLaDAModel(LLaDAPreTrainedModel):
         x = self.transformer.ln_f(x)
         cache = LLaDAKVCache(keys, values) if use_cache else None
         if not return_dict:
-            return tuple(v for v in (x, cache, hidden_states) if v is not None)
-        return LLaDAModelOutput(last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states)
+            return tuple(v for v in (x, cache, hidden_states, attentions) if v is not None)
+        return LLaDAModelOutput(
+            last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states, attentions=attentions
+        )
 
 
 class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMixin):
@@ -664,6 +703,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`; a LLaDA-MoE checkpoint (same `model_type`) gives `LLaDAMoEModelLM`."""
         config = kwargs.get("config")
+        _local_model_folder(pretrained_model_name_or_path, kwargs)
         if cls is LLaDAModelLM and config is None and pretrained_model_name_or_path is not None:
             hub = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
             config = LLaDAConfig.from_pretrained(
@@ -688,6 +728,15 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
 
     def set_output_embeddings(self, value: nn.Linear):
         self.model.transformer.ff_out = value
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """`PreTrainedModel.resize_token_embeddings`, keeping the published field layout: `vocab_size` is the
+        number of tokens asked for, `embedding_size` the rows of the (padded) table and head."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        rows = embeddings.weight.shape[0]
+        self.config.embedding_size = rows
+        self.config.vocab_size = min(new_num_tokens, rows) if new_num_tokens is not None else rows
+        return embeddings
 
     def forward(
         self,
@@ -746,8 +795,13 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         h = select_positions(out.last_hidden_state, logits_to_keep)
         logits = F.linear(h, self.model.head_weight())
         if not return_dict:
-            return tuple(v for v in (logits, out.past_key_values, out.hidden_states) if v is not None)
-        return LLaDAOutput(logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states)
+            return tuple(v for v in (logits, out.past_key_values, out.hidden_states, out.attentions) if v is not None)
+        return LLaDAOutput(
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
 
 __all__ = ["LLaDAKVCache", "LLaDAMissingWeightsWarning", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]

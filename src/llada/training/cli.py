@@ -50,7 +50,9 @@ def _add_arguments(parser: argparse.ArgumentParser, objective: str):
         data.add_argument("--text-field", default="text", help="Key of the text in JSON records.")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help="A LLaDA checkpoint folder to start from.")
+    model.add_argument(
+        "--model", help="A LLaDA checkpoint folder to start from (sft default: the embedded demo model)."
+    )
     model.add_argument("--config", help="A config.json for a fresh model (instead of --model).")
     model.add_argument("--tokenizer", help="Tokenizer folder; defaults to the --model folder.")
     model.add_argument("--d-model", type=int, help="Fresh model: hidden size.")
@@ -283,6 +285,11 @@ def run(args) -> dict:
     """Run `llada train pretrain|sft` with parsed arguments; returns the training metrics."""
     from .trainer import LLaDATrainer
 
+    fresh = args.config or any(getattr(args, name) is not None for name in SIZE_FLAGS)
+    if args.objective == "sft" and not args.model and not fresh:
+        from ..cli import DEMO_MODEL_DIR
+
+        args.model = str(DEMO_MODEL_DIR)  # like every other command: the embedded demo model by default
     resume = _resume_point(args)
     tokenizer = _load_tokenizer(args)
     model = build_model(args, tokenizer)
