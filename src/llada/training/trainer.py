@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from ..masking_llada import MASK_EPS, diffusion_loss_sum, forward_mask, sample_mask_probability
+from ..masking_llada import (
+    MASK_EPS,
+    diffusion_loss_rows,
+    diffusion_loss_sum,
+    forward_mask,
+    sample_mask_probability,
+)
 from .collators import IGNORE_INDEX
 
 #: Rows of logits upcast to float32 at a time by the cross-entropy (bounds its temporary memory).
@@ -60,6 +66,19 @@ def cross_entropy_float32(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     return _Float32CrossEntropy.apply(logits, target)
 
 
+def _masked_token_nll(
+    model, input_ids, masked, mask_token_id, attention_mask, validate_inputs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) float32 CE of the masked tokens (head at masked positions only) and (N,) the row of each."""
+    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
+    logits = model(
+        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs
+    ).logits  # (N, V): masked positions only, row-major
+    batch, length = input_ids.shape
+    row_of_token = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length)[masked]  # (N,)
+    return cross_entropy_float32(logits, input_ids[masked]), row_of_token
+
+
 def masked_diffusion_loss_sum(
     model,
     input_ids: torch.Tensor,
@@ -81,14 +100,28 @@ def masked_diffusion_loss_sum(
         p (`torch.Tensor` of shape `(B,)`): each row's masking probability.
         mask_token_id (`int`): written at the masked positions.
     """
-    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
-    logits = model(
-        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs
-    ).logits  # (N, V): masked positions only, row-major
-    batch, length = input_ids.shape
-    row_of_token = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length)[masked]  # (N,)
-    token_nll = cross_entropy_float32(logits, input_ids[masked])  # (N,)
+    token_nll, row_of_token = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs
+    )
     return diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+
+
+def masked_diffusion_loss_rows(
+    model,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    masked: torch.Tensor,
+    p: torch.Tensor,
+    mask_token_id: int,
+    attention_mask: torch.Tensor | None = None,
+    validate_inputs: bool = True,
+) -> torch.Tensor:
+    """(B,) float32: [ sum over masked i of b of CE / p_b ] / |answer_b| per row (arguments as
+    `masked_diffusion_loss_sum`); minus a row's value is a one-sample estimate of its answer's per-token ELBO."""
+    token_nll, row_of_token = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs
+    )
+    return diffusion_loss_rows(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
 
 
 def _mix_seed(*parts: int) -> int:
@@ -296,4 +329,4 @@ class LLaDATrainer(Trainer):
         )
 
 
-__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_sum"]
+__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_rows", "masked_diffusion_loss_sum"]
