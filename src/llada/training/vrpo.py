@@ -339,6 +339,31 @@ class LLaDAVRPOTrainer(LLaDATrainer):
         )
         return (loss, {**terms, "losses": losses}) if return_outputs else loss
 
+    # ---- publishing ----------------------------------------------------------------------------------------------
+
+    def model_card_method(self) -> str:
+        """The "Training" paragraph of the model card for a VRPO run (`llada.hub.training_details` shows it)."""
+        args = self.args
+        reference = "a frozen copy of the starting model" if self.ref_model is not None else "the base model"
+        if self.ref_model is None:
+            reference += " (the policy with its LoRA adapter disabled)"
+        text = (
+            "Preference-optimized with **VRPO** (Variance-Reduced Preference Optimization, LLaDA 1.5): DPO with the "
+            f"diffusion ELBO in place of the log-likelihood, beta = {args.beta}, reference model: {reference}. "
+            f"ELBO estimator: `{args.elbo_estimator}`, Monte Carlo budget n = {args.mc_budget} per answer and model, "
+            f"allocation: {args.allocation}, antithetic sampling: {'on' if args.antithetic else 'off'}."
+        )
+        dataset = self.train_dataset
+        if dataset is not None and hasattr(dataset, "__len__"):
+            text += f" Data: {len(dataset):,} preference pairs (prompt, chosen, rejected)."
+        evals = [h for h in self.state.log_history if "eval_rewards/accuracies" in h]
+        if evals:
+            text += (
+                f" Held-out reward accuracy {evals[-1]['eval_rewards/accuracies']:.3f} and margin "
+                f"{evals[-1]['eval_rewards/margins']:.4f} at step {evals[-1].get('step', '?')}."
+            )
+        return text
+
     # ---- metrics -------------------------------------------------------------------------------------------------
 
     def _store_metrics(self, split: str, values: dict[str, torch.Tensor]) -> None:
