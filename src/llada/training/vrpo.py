@@ -272,9 +272,9 @@ class LLaDAVRPOTrainer(LLaDATrainer):
         return batch_samples, pairs
 
     def sample_elbo_masks(
-        self, maskable: torch.Tensor, generator: torch.Generator
+        self, input_ids: torch.Tensor, maskable: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(R n, L) masks and (R n,) p of the ELBO estimates of the rows of `maskable` (override to fix them)."""
+        """(R n, L) masks and (R n,) p of the ELBO estimates of the (R, L) rows (override to fix them in tests)."""
         args = self.args
         return sample_elbo_masks(
             maskable, args.mc_budget, args.n_timesteps, generator, estimator=args.elbo_estimator, eps=args.mask_eps
@@ -293,14 +293,14 @@ class LLaDAVRPOTrainer(LLaDATrainer):
         input_ids = torch.cat([inputs["chosen_input_ids"], inputs["rejected_input_ids"]])  # (2B, L)
         maskable = torch.cat([inputs["chosen_labels"], inputs["rejected_labels"]]) != IGNORE_INDEX  # (2B, L)
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-        masked, p = self.sample_elbo_masks(maskable, generator)
+        masked, p = self.sample_elbo_masks(input_ids, maskable, generator)
         policy = elbo_estimates(
             model, input_ids, maskable, masked, p, self.mask_token_id, validate_inputs=not self._inputs_validated
         )
         self._inputs_validated = True
         if not self.args.antithetic:
             generator = torch.Generator(device=input_ids.device).manual_seed(_mix_seed(seed, 2))
-            masked, p = self.sample_elbo_masks(maskable, generator)
+            masked, p = self.sample_elbo_masks(input_ids, maskable, generator)
         reference_model, context = self._reference(model)
         with torch.no_grad(), context:
             reference = elbo_estimates(
