@@ -1,7 +1,7 @@
 """VRPO (LLaDA 1.5 preference optimization) on the demo model, with a preference set built from its own corpus.
 
     apt-get install -y bible-kjv                      # the corpus the demo model was trained on
-    python examples/vrpo_demo.py                      # ~10 minutes on 2 shared CPU cores
+    python examples/vrpo_demo.py                      # 15 minutes on 2 shared CPU cores (stops at --minutes)
     python examples/vrpo_demo.py --steps 40 --eval-steps 20   # a quick look
 
 Each pair: the prompt is a verse (in the chat format the demo model knows), the chosen answer the true next verse,
@@ -11,6 +11,10 @@ so the held-out pairs come from chapters the preference training never saw. `LLa
 beta * (B_theta - B_ref) is higher for the true next verse) is evaluated every --eval-steps. At step 0 the policy is
 the reference and every reward is exactly 0 (antithetic sampling), so the accuracy starts at 0 (ties count as wrong,
 as in trl) and chance is 0.5.
+
+Recorded run (2026-12-06, the 2 shared CPU cores at load average 12-15: 66 steps of 4 pairs in 14.7 minutes, budget
+n = 4, beta 1, lr 2e-4): held-out reward accuracy (64 pairs) 0.58 at step 25, 0.56 at step 50, 0.73 at step 66,
+held-out margin 0.04 -> 0.18 -> 0.24 (docs/vrpo_demo.png, docs/vrpo_demo_results.json).
 
 Writes <output-dir>/trainer_state.json, <output-dir>/vrpo_results.json and the plot --plot (docs/vrpo_demo.png).
 """
@@ -98,16 +102,16 @@ def plot(history: list[dict], output: Path, title: str) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--eval-steps", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--train-pairs", type=int, default=2000)
-    parser.add_argument("--eval-pairs", type=int, default=128)
+    parser.add_argument("--eval-pairs", type=int, default=64)
     parser.add_argument("--max-words", type=int, default=16, help="Only verses of at most this many words.")
-    parser.add_argument("--beta", type=float, default=0.5)
-    parser.add_argument("--mc-budget", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--minutes", type=float, default=12.0, help="Stop training after this much wall time.")
+    parser.add_argument("--beta", type=float, default=1.0)
+    parser.add_argument("--mc-budget", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--minutes", type=float, default=14.0, help="Stop training after this much wall time.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/vrpo-demo"))
