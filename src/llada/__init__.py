@@ -8,6 +8,7 @@ Training lives in `llada.training`, evaluation in `llada.evaluation`, publishing
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from .configuration_llada import LLaDAConfig
+from .configuration_llada_moe import LLaDAMoEConfig
 from .generation_llada import (
     LLaDAGenerateOutput,
     LLaDAGenerationConfig,
@@ -17,7 +18,14 @@ from .generation_llada import (
 )
 from .hub import push_to_hub as _push_to_hub
 from .masking_llada import MASK_EPS
-from .modeling_llada import LLaDAKVCache, LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
+from .modeling_llada import (
+    LLaDAKVCache,
+    LLaDAMissingWeightsWarning,
+    LLaDAModel,
+    LLaDAModelLM,
+    LLaDAPreTrainedModel,
+)
+from .modeling_llada_moe import LLaDAMoEModel, LLaDAMoEModelLM
 from .streaming import LLaDADiffusionStreamer, LLaDATerminalStreamer
 
 __version__ = "0.1.0"
@@ -27,6 +35,7 @@ LLaDAPreTrainedModel.push_to_hub_function = _push_to_hub
 AutoConfig.register(LLaDAConfig.model_type, LLaDAConfig, exist_ok=True)
 for _auto in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):
     _auto.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+    _auto.register(LLaDAMoEConfig, LLaDAMoEModelLM, exist_ok=True)  # same model_type; AutoConfig picks the class
 
 __all__ = [
     "MASK_EPS",
@@ -35,8 +44,12 @@ __all__ = [
     "LLaDAGenerateOutput",
     "LLaDAGenerationConfig",
     "LLaDAKVCache",
+    "LLaDAMissingWeightsWarning",
     "LLaDAModel",
     "LLaDAModelLM",
+    "LLaDAMoEConfig",
+    "LLaDAMoEModel",
+    "LLaDAMoEModelLM",
     "LLaDAPreTrainedModel",
     "LLaDATerminalStreamer",
     "__version__",

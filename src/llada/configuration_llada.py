@@ -7,6 +7,8 @@ The field names are those of the published LLaDA checkpoints (OLMo-style: `d_mod
 Hub core: this file is copied next to saved weights; it imports only torch, transformers and the standard library.
 """
 
+import math
+
 from transformers import PretrainedConfig
 
 # Values of the published fields that this network implements. Anything else is rejected, never ignored.
@@ -25,6 +27,60 @@ _SUPPORTED_VALUES = {
     "input_emb_norm": (False,),
     "block_group_size": (1,),
 }
+
+
+# Types and ranges of the numeric and boolean fields, checked when a config is built (a `config.json` that says
+# `"weight_tying": "false"` or `"n_heads": 0` is an error naming the field, not a model that fails later or silently
+# differs). (kind, lower bound, lower bound included, may be None)
+_FIELD_RULES = {
+    "vocab_size": ("int", 1, True, False),
+    "embedding_size": ("int", 1, True, True),
+    "d_model": ("int", 1, True, False),
+    "n_heads": ("int", 1, True, False),
+    "n_kv_heads": ("int", 1, True, False),
+    "n_layers": ("int", 1, True, False),
+    "mlp_hidden_size": ("int", 1, True, True),
+    "mlp_ratio": ("int", 1, True, False),
+    "max_sequence_length": ("int", 1, True, False),
+    "rope_theta": ("float", 0, False, False),
+    "rms_norm_eps": ("float", 0, False, False),
+    "init_std": ("float", 0, True, False),
+    "attention_dropout": ("float", 0, True, False),
+    "residual_dropout": ("float", 0, True, False),
+    "embedding_dropout": ("float", 0, True, False),
+    "mask_token_id": ("int", 0, True, True),
+    "eos_token_id": ("int", 0, True, True),
+    "pad_token_id": ("int", 0, True, True),
+    "bos_token_id": ("int", 0, True, True),
+    "weight_tying": ("bool", None, None, False),
+    "rope_full_precision": ("bool", None, None, False),
+}
+
+
+def _check_field(name: str, value):
+    kind, low, inclusive, optional = _FIELD_RULES[name]
+    if value is None:
+        if optional:
+            return
+        raise ValueError(f"LLaDAConfig: {name} is None; set it in config.json (see the LLaDAConfig docstring).")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            guess = "true" if str(value).lower() in ("true", "1") else "false"
+            raise TypeError(
+                f"LLaDAConfig: {name} ({value!r}) must be a JSON boolean (true or false), got "
+                f'{type(value).__name__}; write "{name}": {guess} (no quotes) in config.json.'
+            )
+        return
+    numeric = (int,) if kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric) or (kind == "float" and not math.isfinite(value)):
+        what = "an integer" if kind == "int" else "a finite number"
+        raise TypeError(
+            f"LLaDAConfig: {name} ({value!r}) must be {what}, got {type(value).__name__}; write the number without "
+            "quotes in config.json."
+        )
+    if value < low or (value == low and not inclusive):
+        bound = f">= {low}" if inclusive else f"> {low}"
+        raise ValueError(f"LLaDAConfig: {name} ({value!r}) must be {bound}; fix it in config.json.")
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -223,7 +279,21 @@ class LLaDAConfig(PretrainedConfig):
         self._check_supported()
         super().__init__(**kwargs)
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PretrainedConfig.from_dict`; a LLaDA-MoE config (same `model_type` "llada", MoE fields) gives a
+        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind."""
+        if cls is LLaDAConfig and (
+            "num_experts" in config_dict or "LLaDAMoEModelLM" in (config_dict.get("architectures") or ())
+        ):
+            from .configuration_llada_moe import LLaDAMoEConfig
+
+            return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        return super().from_dict(config_dict, **kwargs)
+
     def _check_supported(self):
+        for name in _FIELD_RULES:
+            _check_field(name, getattr(self, name))
         for name, allowed in _SUPPORTED_VALUES.items():
             value = getattr(self, name)
             if value not in allowed:

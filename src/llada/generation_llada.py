@@ -35,6 +35,9 @@ Hub core: copied next to saved weights; imports only torch, transformers, the st
 """
 
 import copy
+import math
+import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -110,7 +113,8 @@ def margin_remasking(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> 
 def entropy_remasking(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
     """Negative entropy of the predicted distribution (low entropy first)."""
     logp = F.log_softmax(logits, dim=-1, dtype=torch.float32)  # (B, W, V)
-    return (logp.exp() * logp).sum(-1)
+    # A token with -inf logit (EOS options, suppressed ids) has p log p = 0, not 0 * -inf = NaN.
+    return (logp.exp() * logp.masked_fill(logp == float("-inf"), 0.0)).sum(-1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -230,6 +234,7 @@ class LLaDAGenerationConfig(GenerationConfig):
     def validate(self, strict=False, **kwargs):
         """`GenerationConfig.validate`, plus the diffusion fields. The diffusion `temperature` (0 is greedy) and
         `max_new_tokens=0` (infilling) are valid here although autoregressive decoding would flag them."""
+        self._check_types()
         hidden = {"temperature": self.temperature}
         if self.max_new_tokens is not None and self.max_new_tokens <= 0:
             hidden["max_new_tokens"] = self.max_new_tokens
@@ -243,7 +248,9 @@ class LLaDAGenerationConfig(GenerationConfig):
         self.validate_diffusion()
 
     def validate_diffusion(self):
-        """Raise a `ValueError` for diffusion settings that are invalid whatever the input."""
+        """Raise a `ValueError` (or a `TypeError` for a value of the wrong type) for diffusion settings that are
+        invalid whatever the input."""
+        self._check_types()
         if self.max_new_tokens is not None and self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be >= 0.")
         if self.steps is not None and self.steps < 1:
@@ -264,6 +271,25 @@ class LLaDAGenerationConfig(GenerationConfig):
             raise ValueError(
                 f"threshold ({self.threshold}) and factor ({self.factor}) are two parallel decoding rules; set one."
             )
+
+    def _check_types(self):
+        """Numbers of the wrong type or not finite (`"8"`, `3.0`, `True`, `nan`): an error naming the field."""
+        for name in ("max_new_tokens", "steps", "block_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} ({value!r}) must be an int, got {type(value).__name__}; e.g. {name}=64.")
+        for name in ("temperature", "cfg_scale", "threshold", "factor"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} ({value!r}) must be a number, got {type(value).__name__}.")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} ({value}) must be a finite number.")
+        for name in ("mask_token_id", "eot_token_id"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} ({value!r}) must be an int token id.")
 
     @classmethod
     def from_model_config(cls, model_config) -> "LLaDAGenerationConfig":
@@ -459,6 +485,7 @@ class _Plan:
     threshold: float | None
     factor: float | None
     early_exit: bool
+    vocab_size: int | None = None
     _stop_tensors: dict = field(default_factory=dict)
 
     def window(self, block: int) -> tuple[int, int]:
@@ -472,14 +499,25 @@ class _Plan:
         """Proposed tokens and their confidence (-inf off the candidates) from the logits (B, W, V) of a block."""
         if self.logits_eos_inf:
             logits[..., self.eos_ids] = float("-inf")
+        # Never propose the mask token (it would stay a hole) nor a padding row of the embedding (ids >= vocab_size,
+        # which no tokenizer produces): their logits are -inf while x0 is drawn, then restored, so the confidences
+        # stay those of the published sampler (its outputs are unchanged wherever it did not propose them).
+        banned = [self.mask_id]
+        if self.vocab_size is not None and self.vocab_size < logits.shape[-1]:
+            banned += range(self.vocab_size, logits.shape[-1])
+        saved = logits[..., banned].clone()  # (B, W, few)
+        logits[..., banned] = float("-inf")
         if self.temperature > 0:
             x0 = gumbel_argmax(logits, self.temperature, generator)
         else:
             x0 = logits.argmax(dim=-1)  # (B, W)
+        logits[..., banned] = saved
         if self.confidence_eos_eot_inf:
             logits[..., self.stop_ids] = float("-inf")  # in place: after x0 only the remasking reads the logits
         confidence = self.remasking(logits, x0, generator=generator)  # (B, W)
         lowest = torch.finfo(confidence.dtype).min
+        # A NaN confidence (a custom strategy on -inf logits) would never be selected and leave masks behind.
+        confidence = confidence.nan_to_num(nan=lowest)
         if self.confidence_eos_eot_inf:
             confidence = confidence.masked_fill(torch.isin(x0, self.stop_tensor(x0.device)), lowest)
         # Candidates always rank above non-candidates, so every scheduled token finds a position.
@@ -529,12 +567,23 @@ class LLaDAGenerationMixin:
             return
         keys = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
         loading = {k: kwargs[k] for k in keys if kwargs.get(k) is not None}
+        folder = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        name = os.path.join(folder, "generation_config.json")
         try:
             config = LLaDAGenerationConfig.from_pretrained(
                 pretrained_model_name_or_path, _from_auto=from_auto_class, _from_pipeline=from_pipeline, **loading
             )
-        except OSError:
+        except OSError as error:
+            # No generation config: the model-config defaults. One that exists but does not parse is an error, never
+            # silently replaced by the defaults.
+            if os.path.isfile(name) or "valid JSON" in str(error):
+                raise ValueError(
+                    f"{name} is not a valid generation config ({str(error).strip().splitlines()[0]}); fix the file "
+                    "or delete it to use the model's defaults."
+                ) from error
             return
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{name}: {error} Fix the file or delete it to use the model's defaults.") from error
         config.fill_special_ids(self.config)
         self.generation_config = config
 
@@ -662,6 +711,19 @@ class LLaDAGenerationMixin:
         eos = config.eos_token_id
         eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         stop_ids = eos_ids + ([config.eot_token_id] if config.eot_token_id is not None else [])
+        named = [
+            ("mask_token_id", mask_id),
+            ("pad_token_id", config.pad_token_id),
+            ("eot_token_id", config.eot_token_id),
+        ]
+        for name, value in [*named, *(("eos_token_id", e) for e in eos_ids)]:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab
+            ):
+                raise ValueError(
+                    f"{name} ({value!r}) is outside the vocabulary [0, {vocab}) of this model; set it to an id of the "
+                    "model's tokenizer (see the model config)."
+                )
         if (config.logits_eos_inf or config.early_exit) and not eos_ids:
             raise ValueError("logits_eos_inf and early_exit need eos_token_id; set it in the generation config.")
         if config.confidence_eos_eot_inf and not stop_ids:
@@ -686,6 +748,7 @@ class LLaDAGenerationMixin:
             threshold=config.threshold,
             factor=config.factor,
             early_exit=bool(config.early_exit),
+            vocab_size=self.config.vocab_size,
         )
 
     @torch.no_grad()
@@ -729,6 +792,9 @@ class LLaDAGenerationMixin:
         """
         if input_ids is None:
             raise ValueError("generate() needs input_ids (batch, prompt_length).")
+        _check_tensor_input(input_ids, "input_ids")
+        if attention_mask is not None:
+            _check_tensor_input(attention_mask, "attention_mask")
         if kwargs.get("max_length") is not None:
             if kwargs.get("max_new_tokens") is not None:
                 raise ValueError("pass max_new_tokens or max_length, not both.")
@@ -770,10 +836,14 @@ class LLaDAGenerationMixin:
         step_index = 0
         for block in range(plan.num_blocks):
             start, end = plan.window(block)
-            schedule = num_transfer_tokens(x[:, start:end] == plan.mask_id, plan.steps_per_block)  # (B, s)
+            block_masks = x[:, start:end] == plan.mask_id  # (B, W)
+            # Steps beyond the number of masks unmask nothing (the schedule gives them 0 tokens; parallel decoding
+            # finishes the block by then): cap the work by the masks, not by `steps` (steps=10**9 stays cheap).
+            steps_here = min(plan.steps_per_block, int(block_masks.sum(dim=1).max()))
+            schedule = num_transfer_tokens(block_masks, max(1, steps_here))  # (B, s)
             schedule_rows = schedule.T.tolist()  # (s, B) host ints: one sync per block
             cache = None
-            for j in range(plan.steps_per_block):
+            for j in range(steps_here):
                 parallel = plan.threshold is not None or plan.factor is not None
                 if not any(schedule_rows[j]) and not parallel:
                     continue  # no row unmasks anything at this step: skipping it changes nothing
@@ -855,6 +925,16 @@ class LLaDAGenerationMixin:
             validate_inputs=False,
         )
         return out.logits, cache
+
+
+def _check_tensor_input(value, name: str):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (batch, prompt_length), got {type(value).__name__}; e.g. "
+            f"torch.tensor([ids]) or tokenizer(text, return_tensors='pt').{name}."
+        )
+    if value.is_meta:
+        raise ValueError(f"{name} is on the meta device (no data); pass a tensor on the CPU or the model's device.")
 
 
 def _largest_divisor_at_most(n: int, bound: int) -> int:

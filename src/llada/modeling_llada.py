@@ -15,6 +15,8 @@ Hub core: copied next to saved weights; imports only torch, transformers and its
 
 import os
 import shutil
+import uuid
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -127,6 +129,22 @@ def padding_mask_for(implementation: str, attention_mask: torch.Tensor | None, q
     if implementation == "sdpa":
         return keep
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def select_positions(h: torch.Tensor, logits_to_keep) -> torch.Tensor:
+    """The hidden states (B, T, d) where the LM head runs, as `logits_to_keep` selects (see `LLaDAModelLM.forward`)."""
+    if logits_to_keep is None:
+        return h
+    if isinstance(logits_to_keep, int):
+        return h[:, -logits_to_keep:] if logits_to_keep > 0 else h
+    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+        if logits_to_keep.shape != h.shape[:2]:
+            raise ValueError(
+                f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
+                f"{tuple(logits_to_keep.shape)}."
+            )
+        return h[logits_to_keep]  # (N, d)
+    return h[:, logits_to_keep]
 
 
 class LLaDAKVCache:
@@ -263,6 +281,8 @@ HUB_CORE_FILES = (
     "generation_llada.py",
     "masking_llada.py",
     "likelihood_llada.py",
+    "configuration_llada_moe.py",
+    "modeling_llada_moe.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_llada.LLaDAConfig",
@@ -282,6 +302,43 @@ def copy_hub_core_files(save_directory: str | os.PathLike) -> list[str]:
             shutil.copyfile(os.path.join(here, name), target)
         written.append(target)
     return written
+
+
+class LLaDAMissingWeightsWarning(UserWarning):
+    """`from_pretrained` built parameters that the checkpoint does not hold: they are random, and the model's outputs
+    are meaningless (typically a `config.json` that does not describe the weights). The `llada` CLI makes it an
+    error; `warnings.simplefilter("error", LLaDAMissingWeightsWarning)` does the same in Python."""
+
+
+#: Weight files that `save_pretrained` may write; an older save's ones that a new save did not write are removed.
+_WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
+
+
+def _atomic_save(save_directory: str, write) -> None:
+    """Call `write(folder)` on a hidden temporary sibling of `save_directory`, then move its files in.
+
+    A failure while writing (full disk, a killed process) leaves the old checkpoint untouched and no temporary folder
+    behind; a new folder appears at once (a rename). Into an existing folder the finished files are moved with
+    renames, and weight files of an older save that the new one did not write are removed.
+    """
+    target = os.path.abspath(save_directory)
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, f".{name}.saving-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(temporary)
+        write(temporary)
+        if not os.path.isdir(target):
+            os.replace(temporary, target)
+            return
+        written = sorted(os.listdir(temporary), key=lambda f: f == "config.json")  # config.json last
+        for stale in os.listdir(target):
+            if stale.startswith(_WEIGHT_FILE_PREFIXES) and stale not in written:
+                os.remove(os.path.join(target, stale))
+        for file in written:
+            os.replace(os.path.join(temporary, file), os.path.join(target, file))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 class LLaDAPreTrainedModel(PreTrainedModel):
@@ -318,10 +375,43 @@ class LLaDAPreTrainedModel(PreTrainedModel):
                 "LLaDA: save_pretrained(push_to_hub=True) would upload before the code files are written; call "
                 "model.push_to_hub(repo_id) instead."
             )
+        if os.path.exists(save_directory) and not os.path.isdir(save_directory):
+            raise ValueError(
+                f"LLaDA: save_pretrained({str(save_directory)!r}): this path is a file; save_pretrained writes a "
+                "folder (config, weights, code files). Pass a folder path, or remove the file."
+            )
         self.config.auto_map = dict(AUTO_MAP)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            copy_hub_core_files(save_directory)
+        if not kwargs.get("is_main_process", True):  # other processes of a distributed run write nothing of their own
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+
+        def write(folder):
+            super(LLaDAPreTrainedModel, self).save_pretrained(folder, *args, **kwargs)
+            copy_hub_core_files(folder)
+
+        # Atomic per folder: a save that fails halfway (full disk) never leaves new config beside old weights.
+        _atomic_save(str(save_directory), write)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus a `LLaDAMissingWeightsWarning` naming the parameters that the
+        checkpoint does not hold (they stay random), so that a config that does not describe the weights is never a
+        silently random model."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            warnings.warn(
+                LLaDAMissingWeightsWarning(
+                    f"LLaDA: the checkpoint {source} does not hold {len(missing)} parameters of the model built from "
+                    f"its config ({shown}); they are randomly initialized and the outputs are meaningless. Check that "
+                    "config.json describes the weights (n_layers, d_model, weight_tying, ...)."
+                ),
+                stacklevel=2,
+            )
+        return (model, info) if want_info else model
 
 
 class LLaDAModel(LLaDAPreTrainedModel):
@@ -487,6 +577,23 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         self.model = LLaDAModel(config)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a LLaDA-MoE checkpoint (same `model_type`) gives `LLaDAMoEModelLM`."""
+        config = kwargs.get("config")
+        if cls is LLaDAModelLM and config is None and pretrained_model_name_or_path is not None:
+            hub = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+            config = LLaDAConfig.from_pretrained(
+                pretrained_model_name_or_path, **{k: kwargs[k] for k in hub if k in kwargs}
+            )
+        # Duck-typed: with trust_remote_code, transformers may load the config module twice (two LLaDAConfig classes).
+        if cls is LLaDAModelLM and getattr(config, "num_experts", None) is not None:
+            from .modeling_llada_moe import LLaDAMoEModelLM
+
+            kwargs["config"] = config
+            return LLaDAMoEModelLM.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer.wte
 
@@ -553,24 +660,11 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
             validate_inputs=validate_inputs,
             **kwargs,
         )
-        h = out.last_hidden_state  # (B, T, d)
-        if logits_to_keep is None:
-            pass
-        elif isinstance(logits_to_keep, int):
-            h = h[:, -logits_to_keep:] if logits_to_keep > 0 else h
-        elif isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
-            if logits_to_keep.shape != h.shape[:2]:
-                raise ValueError(
-                    f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
-                    f"{tuple(logits_to_keep.shape)}."
-                )
-            h = h[logits_to_keep]  # (N, d)
-        else:
-            h = h[:, logits_to_keep]
+        h = select_positions(out.last_hidden_state, logits_to_keep)
         logits = F.linear(h, self.model.head_weight())
         if not return_dict:
             return tuple(v for v in (logits, out.past_key_values, out.hidden_states) if v is not None)
         return LLaDAOutput(logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states)
 
 
-__all__ = ["LLaDAKVCache", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]
+__all__ = ["LLaDAKVCache", "LLaDAMissingWeightsWarning", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]

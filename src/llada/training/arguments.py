@@ -48,6 +48,24 @@ class LLaDATrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Id of the mask token; defaults to the model's config.mask_token_id."},
     )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={
+            "help": "LLaDA-MoE: weight of the router load-balancing loss; defaults to the model's "
+            "config.router_aux_loss_coef (0 disables it). Ignored for dense models."
+        },
+    )
+    router_z_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "LLaDA-MoE: weight of the router z-loss; defaults to config.router_z_loss_coef (0: off)."},
+    )
+    expert_bias_update_rate: float = field(
+        default=0.0,
+        metadata={
+            "help": "LLaDA-MoE with moe_router_enable_expert_bias: after each optimizer step, expert_bias += rate * "
+            "sign(mean load - load) (auxiliary-loss-free balancing). 0 (default) leaves the bias alone."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep dataset columns such as `text` or `messages`: the LLaDA collators read them."},
@@ -61,6 +79,10 @@ class LLaDATrainingArguments(TrainingArguments):
         super().__post_init__()
         if not 0.0 <= self.mask_eps < 1.0:
             raise ValueError(f"mask_eps ({self.mask_eps}) must be in [0, 1); LLaDA uses 1e-3.")
+        for name in ("router_aux_loss_coef", "router_z_loss_coef", "expert_bias_update_rate"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} ({value}) must be >= 0 (0 disables it).")
         if not 0.0 <= self.random_length_prob <= 1.0:
             raise ValueError(
                 f"random_length_prob ({self.random_length_prob}) must be in [0, 1]; LLaDA uses 0.01, 0 disables it."

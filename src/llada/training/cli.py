@@ -179,10 +179,17 @@ def build_model(args, tokenizer):
     if args.model and (args.config or any(getattr(args, name) is not None for name in SIZE_FLAGS)):
         raise ValueError("Pass either --model (a checkpoint) or --config / size flags (a fresh model), not both.")
     if args.model:
-        # float32 master weights; --bf16 trains under autocast
-        model = LLaDAModelLM.from_pretrained(
-            args.model, dtype=torch.float32, attn_implementation=args.attn_implementation
-        )
+        import warnings
+
+        from ..modeling_llada import LLaDAMissingWeightsWarning
+
+        with warnings.catch_warnings():
+            # Weights that do not cover the model would train from random layers: an error, never a warning.
+            warnings.simplefilter("error", LLaDAMissingWeightsWarning)
+            # float32 master weights; --bf16 trains under autocast
+            model = LLaDAModelLM.from_pretrained(
+                args.model, dtype=torch.float32, attn_implementation=args.attn_implementation
+            )
     else:
         model = LLaDAModelLM._from_config(_fresh_config(args, tokenizer), attn_implementation=args.attn_implementation)
     config = model.config
@@ -202,7 +209,8 @@ def build_model(args, tokenizer):
 
         from .lora import llada_lora_config
 
-        model = get_peft_model(model, llada_lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
+        moe = getattr(model.config, "num_experts", None) is not None  # LLaDA-MoE: its own layer names
+        model = get_peft_model(model, llada_lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, moe=moe))
         model.print_trainable_parameters()
     return model
 
@@ -289,17 +297,15 @@ def training_arguments(args):
 
 
 def _resume_point(args):
+    from .checkpoints import resolve_resume_checkpoint
+
     if args.resume is None:
         return None
     if args.resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        if not os.path.isdir(args.output_dir) or get_last_checkpoint(args.output_dir) is None:
-            raise ValueError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from.")
-        return get_last_checkpoint(args.output_dir)
+        return resolve_resume_checkpoint(True, args.output_dir)
     if not os.path.isdir(args.resume):
         raise ValueError(f"--resume: checkpoint folder {args.resume} does not exist.")
-    return args.resume
+    return resolve_resume_checkpoint(args.resume, args.output_dir)
 
 
 def run(args) -> dict:

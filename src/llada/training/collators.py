@@ -56,6 +56,23 @@ def _check_no_mask_token(ids: Sequence[int], mask_token_id: int, where: str):
         )
 
 
+def _check_token_ids(ids: Sequence, vocab_size: int, where: str) -> list[int]:
+    """`ids` as a list of ints in [0, vocab_size): float, bool or out-of-range ids are an error naming the value."""
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    for position, token in enumerate(ids):
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise TypeError(
+                f"{where} holds {token!r} ({type(token).__name__}) at position {position}; input_ids must be integer "
+                "token ids (ids are never rounded)."
+            )
+        if not 0 <= token < vocab_size:
+            raise ValueError(
+                f"{where} holds token id {token} at position {position}, outside the tokenizer's vocabulary "
+                f"[0, {vocab_size}); check that the data was tokenized with this tokenizer."
+            )
+    return ids
+
+
 @dataclass
 class LLaDAPretrainingCollator:
     """Pretraining batches: documents packed into rows of exactly `max_length` tokens, EOS after each document.
@@ -108,7 +125,7 @@ class LLaDAPretrainingCollator:
     def document_ids(self, example: Mapping) -> list[int]:
         """Token ids of one example (`input_ids`, or the tokenized `text` without special tokens)."""
         if "input_ids" in example:
-            ids = list(example["input_ids"])
+            ids = _check_token_ids(example["input_ids"], len(self.tokenizer), "A pretraining example")
         elif self.text_field in example:
             ids = self.tokenizer(example[self.text_field], add_special_tokens=False)["input_ids"]
         else:
@@ -190,6 +207,12 @@ class LLaDASFTCollator:
             self.max_length = int(limit) if limit is not None and limit < 1_000_000 else None
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length ({self.max_length}) must be at least 2 (a prompt and a response token).")
+        if self.pad_to_multiple_of is not None and (
+            isinstance(self.pad_to_multiple_of, bool)
+            or not isinstance(self.pad_to_multiple_of, int)
+            or self.pad_to_multiple_of < 1
+        ):
+            raise ValueError(f"pad_to_multiple_of ({self.pad_to_multiple_of!r}) must be a positive integer, or None.")
         if self.pad_to_max_length and self.max_length is None:
             raise ValueError("pad_to_max_length=True needs max_length; pass max_length=<row length>.")
         if getattr(self.tokenizer, "chat_template", None) is None:
@@ -205,7 +228,17 @@ class LLaDASFTCollator:
     @staticmethod
     def messages_of(example: Mapping, index: int = 0) -> list[dict]:
         """The conversation of an example: its `messages`, or a user `prompt` and an assistant `response`."""
+        if not isinstance(example, Mapping):
+            raise ValueError(
+                f"SFT example {index} is a {type(example).__name__}; it must be a dict with 'messages' or 'prompt' "
+                "and 'response'."
+            )
         if "messages" in example:
+            if isinstance(example["messages"], (str, bytes)) or not isinstance(example["messages"], Sequence):
+                raise ValueError(
+                    f"SFT example {index}: 'messages' is a {type(example['messages']).__name__}; it must be a list of "
+                    "{'role': ..., 'content': ...} dicts."
+                )
             messages = list(example["messages"])
         elif "prompt" in example and "response" in example:
             messages = [
@@ -216,6 +249,17 @@ class LLaDASFTCollator:
             raise ValueError(
                 f"SFT example {index} needs 'messages' or 'prompt' and 'response'; got keys {sorted(example)}."
             )
+        for position, message in enumerate(messages):
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise ValueError(
+                    f"SFT example {index}: message {position} is {message!r}; each message must be a dict with 'role' "
+                    "and 'content', e.g. {'role': 'user', 'content': 'Hi'}."
+                )
+            if not isinstance(message.get("content"), str):
+                raise ValueError(
+                    f"SFT example {index}: message {position} ({message['role']}) has content "
+                    f"{message.get('content')!r}; the content must be a string."
+                )
         if not messages or messages[-1].get("role") != "assistant":
             role = messages[-1].get("role") if messages else None
             raise ValueError(
@@ -261,6 +305,8 @@ class LLaDASFTCollator:
         return prompt, response
 
     def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("LLaDASFTCollator got no examples; a batch needs at least one.")
         pairs = [self.encode(example, i) for i, example in enumerate(examples)]
         length = max(len(p) + len(r) for p, r in pairs)
         if self.pad_to_max_length:
