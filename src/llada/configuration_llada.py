@@ -11,6 +11,8 @@ import math
 
 from transformers import PretrainedConfig
 
+from .rope_llada import normalize_rope_scaling
+
 # Values of the published fields that this network implements. Anything else is rejected, never ignored.
 _SUPPORTED_VALUES = {
     "activation_type": ("silu",),
@@ -111,6 +113,12 @@ class LLaDAConfig(PretrainedConfig):
             Longest sequence (prompt plus canvas) the model accepts. Alias: `max_position_embeddings`.
         rope_theta (`float`, *optional*, defaults to 500000.0):
             Base of the rotary position embedding.
+        rope_scaling (`dict`, *optional*):
+            Context extension of RoPE: `{"rope_type": ..., "factor": ...}` with `rope_type` one of `linear`,
+            `dynamic`, `yarn`, `llama3`, `longrope` (transformers' functions), `ntk` (base * factor) or
+            `diffusion_ntk` (UltraLLaDA's diffusion-aware NTK); see `rope_llada.py`. `original_max_position_embeddings`
+            (the training length) defaults to `max_sequence_length`, which is then raised to the training length
+            times `factor`. transformers 5's `rope_parameters` is accepted too (its `rope_theta` replaces ours).
         rms_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the RMS norms.
         weight_tying (`bool`, *optional*, defaults to `False`):
@@ -169,6 +177,7 @@ class LLaDAConfig(PretrainedConfig):
     """
 
     model_type = "llada"
+    _rope_scaling = None
     keys_to_ignore_at_inference = ["past_key_values"]
     attribute_map = {
         "hidden_size": "d_model",
@@ -277,7 +286,11 @@ class LLaDAConfig(PretrainedConfig):
         self.init_cutoff_factor = init_cutoff_factor
         self.alibi_bias_max = alibi_bias_max
         self._check_supported()
+        rope_scaling = kwargs.pop("rope_scaling", None)
+        rope_parameters = kwargs.pop("rope_parameters", None)
         super().__init__(**kwargs)
+        # Set after super().__init__, which (transformers 5) would move rope_scaling into rope_parameters.
+        self.rope_scaling = rope_scaling if rope_scaling is not None else rope_parameters
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
@@ -324,6 +337,29 @@ class LLaDAConfig(PretrainedConfig):
                 raise ValueError(
                     f"LLaDAConfig: {name} ({value}) is outside the embedding table (size {self.padded_vocab_size})."
                 )
+
+    @property
+    def rope_scaling(self) -> dict | None:
+        """The RoPE context extension (canonical dict, see `rope_llada.normalize_rope_scaling`), or None.
+
+        Setting it (also through `from_pretrained(..., rope_scaling=...)`) validates it and raises
+        `max_sequence_length` to the target length; it overrides transformers 5's alias of `rope_parameters`."""
+        return self._rope_scaling
+
+    @rope_scaling.setter
+    def rope_scaling(self, value: dict | None):
+        self._rope_scaling, self.max_sequence_length, self.rope_theta = normalize_rope_scaling(
+            value, self.max_sequence_length, self.rope_theta
+        )
+
+    def to_dict(self) -> dict:
+        # `rope_scaling` only when set: transformers' base config (which the Trainer uses to peek at a checkpoint)
+        # warns on a `rope_scaling` key, and the published configs have none.
+        output = super().to_dict()
+        output.pop("_rope_scaling", None)
+        if self._rope_scaling is not None:
+            output["rope_scaling"] = self._rope_scaling
+        return output
 
     @property
     def head_dim(self) -> int:

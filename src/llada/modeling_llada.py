@@ -30,6 +30,7 @@ from transformers.utils import ModelOutput
 from .configuration_llada import LLaDAConfig
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
+from .rope_llada import rope_frequencies, rotary_cos_sin
 
 
 class LLaDARMSNorm(nn.Module):
@@ -48,19 +49,6 @@ class LLaDARMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
-
-
-def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles, float32, shape (B or 1, T, head_dim) in the half-split layout.
-
-    Computed from the positions on every call (no buffer): cheap, and nothing to re-initialise after a meta-device
-    load.
-    """
-    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
-    inv_freq = 1.0 / (theta**exponents)
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-    return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +114,85 @@ def padding_mask_for(implementation: str, attention_mask: torch.Tensor | None, q
         batch, key_len = keys_kept.shape
         return create_block_mask(keep_real_keys, batch, None, q_len, key_len, device=keys_kept.device)
     keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+    if implementation == "sdpa":
+        return keep
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) rotary positions that restart at 0 where each document (a run of equal `document_ids`) begins."""
+    index = torch.arange(document_ids.shape[1], device=document_ids.device)[None].expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, 0).cummax(dim=1).values  # start of the document of each position
+    return index - first
+
+
+def check_document_ids(document_ids: torch.Tensor, batch: int, total_len: int, contiguity: bool = True):
+    """A document layout must be (B, total length) integers with each document one contiguous run (checked with
+    one host sync when `contiguity`)."""
+    if not isinstance(document_ids, torch.Tensor) or document_ids.dtype.is_floating_point or document_ids.dim() != 2:
+        raise ValueError(
+            "LLaDA: document_ids must be an integer tensor (batch, sequence) giving each token's document, got "
+            f"{type(document_ids).__name__} {getattr(document_ids, 'dtype', '')} "
+            f"{tuple(getattr(document_ids, 'shape', ()))}."
+        )
+    if tuple(document_ids.shape) != (batch, total_len):
+        raise ValueError(
+            f"LLaDA: document_ids has shape {tuple(document_ids.shape)} but must match the rows, (batch, sequence) = "
+            f"({batch}, {total_len})."
+        )
+    if not contiguity:
+        return
+    runs = 1 + (document_ids[:, 1:] != document_ids[:, :-1]).sum(dim=1)
+    ordered = document_ids.sort(dim=1).values
+    distinct = 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
+    if bool((runs != distinct).any()):
+        row = int((runs != distinct).nonzero()[0, 0])
+        raise ValueError(
+            f"LLaDA: document_ids row {row} has a document split into several runs ({document_ids[row].tolist()}); "
+            "each document must be one contiguous run of positions (number them 0, 0, 1, 1, 1, 2, ...)."
+        )
+
+
+def document_mask_for(
+    implementation: str,
+    document_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    window_start: int,
+    q_len: int,
+    dtype: torch.dtype,
+):
+    """Attention restricted to each query's own document (and to real keys when `attention_mask` is given).
+
+    `document_ids` is (B, Tk) over the whole sequence; the queries are positions window_start..window_start+q_len-1.
+    flex: a `BlockMask`; sdpa: a boolean (B, 1, Tq, Tk); eager: an additive float mask. A padding query whose
+    document has no real key sees itself, so no row is empty.
+    """
+    if implementation is not None and implementation.startswith(("flash_attention", "kernels-community")):
+        raise ValueError(
+            f"LLaDA: document_ids (document masking) is not implemented for attn_implementation={implementation!r}; "
+            "load the model with attn_implementation='flex_attention', 'sdpa' or 'eager'."
+        )
+    keys_kept = attention_mask.bool() if attention_mask is not None else None  # (B, Tk)
+    batch, key_len = document_ids.shape
+    if implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def same_document(b, h, q, kv):
+            keep = document_ids[b, q + window_start] == document_ids[b, kv]
+            if keys_kept is not None:
+                keep = keep & (keys_kept[b, kv] | (q + window_start == kv))
+            return keep
+
+        return create_block_mask(same_document, batch, None, q_len, key_len, device=document_ids.device)
+    queries = document_ids[:, window_start : window_start + q_len]
+    keep = (queries[:, :, None] == document_ids[:, None, :])[:, None]  # (B, 1, Tq, Tk)
+    if keys_kept is not None:
+        diagonal = torch.arange(q_len, device=keep.device)[:, None] + window_start == torch.arange(
+            key_len, device=keep.device
+        )
+        keep = keep & (keys_kept[:, None, None, :] | diagonal)
     if implementation == "sdpa":
         return keep
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
@@ -281,6 +348,7 @@ HUB_CORE_FILES = (
     "generation_llada.py",
     "masking_llada.py",
     "likelihood_llada.py",
+    "rope_llada.py",
     "configuration_llada_moe.py",
     "modeling_llada_moe.py",
 )
@@ -477,6 +545,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         validate_inputs: bool = True,
+        document_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> LLaDAModelOutput | tuple:
         r"""
@@ -498,6 +567,10 @@ class LLaDAModel(LLaDAPreTrainedModel):
             validate_inputs (`bool`, *optional*, defaults to `True`):
                 Check that the ids are inside the vocabulary (one host sync). Hot loops that validated their
                 input once pass `False`.
+            document_ids (`torch.LongTensor` of shape `(batch_size, total_length)`, *optional*):
+                Packed rows: the document of each token (each document one contiguous run). Attention stays within
+                a document and, unless `position_ids` is given, rotary positions restart at 0 in each document, so
+                each document is computed as if it were alone. `None`: one document per row.
         """
         if kwargs.get("output_attentions"):
             raise ValueError(
@@ -534,13 +607,23 @@ class LLaDAModel(LLaDAPreTrainedModel):
         else:
             total_len = window
         self._check_inputs(input_ids, inputs_embeds, attention_mask, total_len, validate_inputs)
+        if document_ids is not None:
+            batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+            check_document_ids(document_ids, batch, total_len, contiguity=validate_inputs)
 
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
         x = self.transformer.emb_drop(x)  # (B, T, d)
-        if position_ids is None:
+        if position_ids is None and document_ids is not None:
+            position_ids = document_positions(document_ids)[:, window_start : window_start + window]
+        elif position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
-        position_embeddings = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
-        mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
+        position_embeddings = rotary_cos_sin(position_ids, *rope_frequencies(self.config, total_len, x.device))
+        if document_ids is not None:
+            mask = document_mask_for(
+                self.config._attn_implementation, document_ids, attention_mask, window_start, window, x.dtype
+            )
+        else:
+            mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
 
         hidden_states = (x,) if output_hidden_states else None
         keys, values = [], []
@@ -623,7 +706,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         **kwargs,
     ) -> LLaDAOutput | tuple:
         r"""
-        Arguments are those of `LLaDAModel.forward`, plus:
+        Arguments are those of `LLaDAModel.forward` (including `document_ids` for packed rows), plus:
 
             logits_to_keep (`int`, `slice` or `torch.Tensor`, *optional*):
                 Where to apply the LM head. `None`: every position, logits `(B, T, V)`. An `int` n: the last n

@@ -6,7 +6,13 @@
 """
 
 from .arguments import CHECKPOINTING_ARGUMENT, LLaDATrainingArguments
-from .collators import IGNORE_INDEX, LLaDAPretrainingCollator, LLaDASFTCollator, pack_documents
+from .collators import (
+    IGNORE_INDEX,
+    LLaDAPretrainingCollator,
+    LLaDASFTCollator,
+    document_ids_from_eos,
+    pack_documents,
+)
 from .lora import LLADA_LORA_TARGETS, llada_lora_config, lora_target_regex
 from .preference import LLaDAPreferenceCollator
 from .tokenizer import LLADA_CHAT_TEMPLATE, SPECIAL_TOKENS, special_token_ids, train_tokenizer
@@ -31,6 +37,7 @@ __all__ = [
     "lora_target_regex",
     "masked_diffusion_loss_rows",
     "masked_diffusion_loss_sum",
+    "document_ids_from_eos",
     "pack_documents",
     "special_token_ids",
     "train_tokenizer",

@@ -48,6 +48,25 @@ def pack_documents(
         yield buffer + [eos_token_id] * (max_length - len(buffer))
 
 
+def document_ids_from_eos(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(B, L) document index of each token of packed rows: a new document starts after each EOS.
+
+    This is the layout `pack_documents` writes (each document followed by its EOS, which belongs to it); each EOS of
+    the final fill is a one-token document of its own.
+
+    Example:
+
+    ```python
+    >>> document_ids_from_eos(torch.tensor([[5, 6, 0, 7, 0, 0]]), eos_token_id=0)
+    tensor([[0, 0, 0, 1, 1, 2]])
+    ```
+    """
+    ends = input_ids == eos_token_id
+    starts = torch.zeros_like(ends, dtype=torch.long)
+    starts[:, 1:] = ends[:, :-1].long()
+    return starts.cumsum(dim=1)
+
+
 def _check_no_mask_token(ids: Sequence[int], mask_token_id: int, where: str):
     if mask_token_id in ids:
         raise ValueError(
@@ -94,6 +113,9 @@ class LLaDAPretrainingCollator:
             The examples are packed rows of exactly `max_length` `input_ids`; stack them.
         eos_token_id, mask_token_id (`int`, *optional*):
             Override the tokenizer's ids (pass the model's `config.eos_token_id` / `config.mask_token_id`).
+        document_mask (`bool`, *optional*, defaults to `False`):
+            Also return `document_ids` (B, L) (`document_ids_from_eos`: a document ends at its EOS): the model then
+            attends only within each document and restarts positions in each, as UltraLLaDA's document masking.
 
     Example:
 
@@ -114,6 +136,7 @@ class LLaDAPretrainingCollator:
     packed: bool = False
     eos_token_id: int | None = None
     mask_token_id: int | None = None
+    document_mask: bool = False
 
     def __post_init__(self):
         self.eos_token_id, self.mask_token_id = special_token_ids(
@@ -148,7 +171,10 @@ class LLaDAPretrainingCollator:
         else:
             rows = list(pack_documents(documents, self.max_length, self.eos_token_id, drop_remainder=False))
         input_ids = torch.tensor(rows, dtype=torch.long)  # (B, L)
-        return {"input_ids": input_ids, "labels": input_ids.clone()}
+        batch = {"input_ids": input_ids, "labels": input_ids.clone()}
+        if self.document_mask:
+            batch["document_ids"] = document_ids_from_eos(input_ids, self.eos_token_id)
+        return batch
 
 
 @dataclass
@@ -178,6 +204,11 @@ class LLaDASFTCollator:
             Appended to the response when the tokenizer knows it; `None` to append nothing.
         eos_token_id, mask_token_id (`int`, *optional*):
             Override the tokenizer's ids (pass the model's `config.eos_token_id` / `config.mask_token_id`).
+        packing (`bool`, *optional*, defaults to `False`):
+            Pack several samples into each row of `max_length` (greedily, in order) and return `document_ids`
+            (B, L): sample k of a row is document k, and the row's EOS fill belongs to its last sample (its EOS
+            padding, as without packing). The model attends within each sample only. The loss still normalises
+            per row (by the row's maskable tokens).
 
     Example:
 
@@ -196,6 +227,7 @@ class LLaDASFTCollator:
     end_of_turn_token: str | None = EOT_TOKEN
     eos_token_id: int | None = None
     mask_token_id: int | None = None
+    packing: bool = False
     _end_of_turn_ids: list[int] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
@@ -215,6 +247,8 @@ class LLaDASFTCollator:
             raise ValueError(f"pad_to_multiple_of ({self.pad_to_multiple_of!r}) must be a positive integer, or None.")
         if self.pad_to_max_length and self.max_length is None:
             raise ValueError("pad_to_max_length=True needs max_length; pass max_length=<row length>.")
+        if self.packing and self.max_length is None:
+            raise ValueError("packing=True needs max_length (the row length samples are packed into).")
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(
                 f"The tokenizer ({type(self.tokenizer).__name__}) has no chat template; set tokenizer.chat_template "
@@ -308,6 +342,8 @@ class LLaDASFTCollator:
         if not examples:
             raise ValueError("LLaDASFTCollator got no examples; a batch needs at least one.")
         pairs = [self.encode(example, i) for i, example in enumerate(examples)]
+        if self.packing:
+            return self._packed(pairs)
         length = max(len(p) + len(r) for p, r in pairs)
         if self.pad_to_max_length:
             length = self.max_length
@@ -324,5 +360,41 @@ class LLaDASFTCollator:
             labels[row, : len(prompt)] = IGNORE_INDEX
         return {"input_ids": input_ids, "labels": labels}
 
+    def _packed(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        rows: list[list[tuple[list[int], list[int]]]] = [[]]
+        used = 0
+        for prompt, response in pairs:
+            size = len(prompt) + len(response)
+            if rows[-1] and used + size > self.max_length:
+                rows.append([])
+                used = 0
+            rows[-1].append((prompt, response))
+            used += size
+        length = max(sum(len(p) + len(r) for p, r in row) for row in rows)
+        if self.pad_to_max_length:
+            length = self.max_length
+        elif self.pad_to_multiple_of:
+            length = min(-(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of, self.max_length)
+        input_ids = torch.full((len(rows), length), self.eos_token_id, dtype=torch.long)  # (B, L) EOS padding
+        labels = input_ids.clone()
+        document_ids = torch.zeros((len(rows), length), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for k, (prompt, response) in enumerate(row):
+                ids = torch.tensor(prompt + response, dtype=torch.long)
+                end = start + len(ids)
+                input_ids[r, start:end] = ids
+                labels[r, start:end] = ids
+                labels[r, start : start + len(prompt)] = IGNORE_INDEX
+                document_ids[r, start:] = k  # the fill after the last sample stays in it
+                start = end
+        return {"input_ids": input_ids, "labels": labels, "document_ids": document_ids}
 
-__all__ = ["IGNORE_INDEX", "LLaDAPretrainingCollator", "LLaDASFTCollator", "pack_documents"]
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LLaDAPretrainingCollator",
+    "LLaDASFTCollator",
+    "document_ids_from_eos",
+    "pack_documents",
+]

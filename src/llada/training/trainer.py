@@ -68,12 +68,21 @@ def cross_entropy_float32(logits: torch.Tensor, target: torch.Tensor) -> torch.T
 
 
 def _masked_token_nll(
-    model, input_ids, masked, mask_token_id, attention_mask, validate_inputs, output_router_logits=False
+    model,
+    input_ids,
+    masked,
+    mask_token_id,
+    attention_mask,
+    validate_inputs,
+    output_router_logits=False,
+    document_ids=None,
 ) -> tuple[torch.Tensor, torch.Tensor, object]:
     """(N,) float32 CE of the masked tokens (head at masked positions only), (N,) the row of each, and the model
-    output (with `router_logits` when `output_router_logits`)."""
+    output (with `router_logits` when `output_router_logits`; attention within documents given `document_ids`)."""
     noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
     extra = {"output_router_logits": True} if output_router_logits else {}
+    if document_ids is not None:
+        extra["document_ids"] = document_ids
     out = model(
         input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs, **extra
     )
@@ -94,6 +103,7 @@ def masked_diffusion_loss_sum(
     attention_mask: torch.Tensor | None = None,
     validate_inputs: bool = True,
     output_router_logits: bool = False,
+    document_ids: torch.Tensor | None = None,
 ):
     """sum_b [ sum over masked i of b of CE / p_b ] / |answer_b| for given masks (divide by the rows for the loss).
 
@@ -107,9 +117,11 @@ def masked_diffusion_loss_sum(
         mask_token_id (`int`): written at the masked positions.
         output_router_logits (`bool`): LLaDA-MoE only; return `(loss_sum, model_output)` whose `router_logits` and
             `selected_experts` feed the router losses.
+        document_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): packed rows' document layout (from a
+            collator with `document_mask=True` / `packing=True`): attention stays within each document.
     """
     token_nll, row_of_token, out = _masked_token_nll(
-        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs, output_router_logits
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs, output_router_logits, document_ids
     )
     loss_sum = diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
     return (loss_sum, out) if output_router_logits else loss_sum
@@ -293,6 +305,7 @@ class LLaDATrainer(Trainer):
             attention_mask=inputs.get("attention_mask"),
             validate_inputs=not self._inputs_validated,
             output_router_logits=router is not None,
+            document_ids=inputs.get("document_ids"),
         )
         self._inputs_validated = True
         loss_sum = result
