@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from ..masking_llada import MASK_EPS, diffusion_loss_sum, forward_mask, sample_mask_probability
+from ..masking_llada import (
+    MASK_EPS,
+    diffusion_loss_rows,
+    diffusion_loss_sum,
+    forward_mask,
+    sample_mask_probability,
+)
 from .checkpoints import resolve_resume_checkpoint
 from .collators import IGNORE_INDEX
 
@@ -61,6 +67,32 @@ def cross_entropy_float32(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     return _Float32CrossEntropy.apply(logits, target)
 
 
+def _masked_token_nll(
+    model,
+    input_ids,
+    masked,
+    mask_token_id,
+    attention_mask,
+    validate_inputs,
+    output_router_logits=False,
+    document_ids=None,
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """(N,) float32 CE of the masked tokens (head at masked positions only), (N,) the row of each, and the model
+    output (with `router_logits` when `output_router_logits`; attention within documents given `document_ids`)."""
+    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
+    extra = {"output_router_logits": True} if output_router_logits else {}
+    if document_ids is not None:
+        extra["document_ids"] = document_ids
+    out = model(
+        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs, **extra
+    )
+    logits = out.logits  # (N, V): masked positions only, row-major
+    # The masked positions' flat index, found once (one host sync besides the model's own): rows and targets follow.
+    flat = masked.reshape(-1).nonzero().squeeze(1)  # (N,), row-major like the logits
+    row_of_token = flat // input_ids.shape[1]  # (N,)
+    return cross_entropy_float32(logits, input_ids.reshape(-1).index_select(0, flat)), row_of_token, out
+
+
 def masked_diffusion_loss_sum(
     model,
     input_ids: torch.Tensor,
@@ -88,20 +120,29 @@ def masked_diffusion_loss_sum(
         document_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): packed rows' document layout (from a
             collator with `document_mask=True` / `packing=True`): attention stays within each document.
     """
-    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
-    extra = {"output_router_logits": True} if output_router_logits else {}
-    if document_ids is not None:
-        extra["document_ids"] = document_ids
-    out = model(
-        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs, **extra
+    token_nll, row_of_token, out = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs, output_router_logits, document_ids
     )
-    logits = out.logits  # (N, V): masked positions only, row-major
-    # The masked positions' flat index, found once (one host sync besides the model's own): rows and targets follow.
-    flat = masked.reshape(-1).nonzero().squeeze(1)  # (N,), row-major like the logits
-    row_of_token = flat // input_ids.shape[1]  # (N,)
-    token_nll = cross_entropy_float32(logits, input_ids.reshape(-1).index_select(0, flat))  # (N,)
     loss_sum = diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
     return (loss_sum, out) if output_router_logits else loss_sum
+
+
+def masked_diffusion_loss_rows(
+    model,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    masked: torch.Tensor,
+    p: torch.Tensor,
+    mask_token_id: int,
+    attention_mask: torch.Tensor | None = None,
+    validate_inputs: bool = True,
+) -> torch.Tensor:
+    """(B,) float32: [ sum over masked i of b of CE / p_b ] / |answer_b| per row (arguments as
+    `masked_diffusion_loss_sum`); minus a row's value is a one-sample estimate of its answer's per-token ELBO."""
+    token_nll, row_of_token, _ = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs
+    )
+    return diffusion_loss_rows(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
 
 
 def _mix_seed(*parts: int) -> int:
@@ -424,4 +465,4 @@ class LLaDATrainer(Trainer):
         )
 
 
-__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_sum"]
+__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_rows", "masked_diffusion_loss_sum"]
