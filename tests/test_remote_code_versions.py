@@ -64,7 +64,7 @@ def test_hub_core_files_import_every_file_they_need_directly(entry):
 def test_too_old_transformers_is_refused_at_load(monkeypatch):
     # The module that a fresh `import transformers` finds (the test module's binding can be an older object).
     monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.39.3")
-    spec = importlib.util.spec_from_file_location("old_configuration_llada", SRC / "configuration_llada.py")
+    spec = importlib.util.spec_from_file_location("llada.old_configuration_llada", SRC / "configuration_llada.py")
     with pytest.raises(ImportError) as info:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
     message = str(info.value)

@@ -250,7 +250,14 @@ def training_details(
         base = next((c.__name__ for c in type(trainer).__mro__ if c.__module__.startswith("llada.")), name)
         summary = f"Trained with `{base}`" + (f" (subclass `{name}`)" if base != name else "")
     summary += f" for {steps:,} optimizer steps." if steps else "."
-    return {"summary": summary, "facts": facts, "hyperparameters": _hyperparameters(training_args)}
+    # A trainer for another objective (e.g. `LLaDAVRPOTrainer`) describes its method in a paragraph of its own.
+    method = trainer.model_card_method() if hasattr(trainer, "model_card_method") else None
+    return {
+        "summary": summary,
+        "method": method,
+        "facts": facts,
+        "hyperparameters": _hyperparameters(training_args),
+    }
 
 
 def _hyperparameters(args: Any) -> list[tuple[str, str]]:

@@ -44,6 +44,7 @@ from .modeling_llada import (
     rotary_cos_sin,
     select_positions,
 )
+from .rope_llada import plain_inv_freq
 
 #: `auto_map` written into the config.json of our saves (trust_remote_code loads these classes).
 MOE_AUTO_MAP = {
@@ -388,7 +389,8 @@ class LLaDAMoEModel(LLaDAMoEPreTrainedModel):
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
-        position_embeddings = rotary_cos_sin(position_ids, self.config.rotary_dim, self.config.rope_theta)
+        inv_freq = plain_inv_freq(self.config.rotary_dim, self.config.rope_theta, x.device)
+        position_embeddings = rotary_cos_sin(position_ids, inv_freq)
         mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
         hidden_states = (x,) if output_hidden_states else None
         keys, values, router_logits, selected = [], [], [], []

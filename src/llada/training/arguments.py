@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field, fields
 
+import torch
 from transformers import TrainingArguments
 
 from ..masking_llada import MASK_EPS
@@ -77,6 +78,9 @@ class LLaDATrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
+            # Pinned memory only helps copies to an accelerator; on the CPU torch just warns that it is unused.
+            self.dataloader_pin_memory = False
         if not 0.0 <= self.mask_eps < 1.0:
             raise ValueError(f"mask_eps ({self.mask_eps}) must be in [0, 1); LLaDA uses 1e-3.")
         for name in ("router_aux_loss_coef", "router_z_loss_coef", "expert_bias_update_rate"):
