@@ -302,6 +302,22 @@ def test_partial_rotary_leaves_the_other_dims_alone():
         assert model(ids).logits.shape == (1, 8, 100)
 
 
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_document_ids_compute_each_packed_document_alone(implementation):
+    """Packed rows (the collators' `document_ids`): each document's logits are those of the document run alone."""
+    torch.manual_seed(0)
+    model = LLaDAMoEModelLM(tiny_moe_config(attn_implementation=implementation)).eval()
+    ids = torch.randint(0, 98, (2, 7))
+    documents = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        packed = model(ids, document_ids=documents).logits
+        for row, start, end in [(0, 0, 3), (0, 3, 7), (1, 0, 2), (1, 2, 7)]:
+            alone = model(ids[row : row + 1, start:end]).logits[0]
+            torch.testing.assert_close(packed[row, start:end], alone, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"document_ids has shape \(2, 3\)"):
+        model(ids, document_ids=documents[:, :3])
+
+
 # ---- training -------------------------------------------------------------------------------------------------------
 
 
