@@ -171,6 +171,18 @@ def test_auto_classes_dispatch_both_ways():
     assert type(LLaDAModelLM.from_pretrained(DENSE_FIXTURE)) is LLaDAModelLM
 
 
+
+def test_dispatch_passes_config_overrides_and_refuses_rope_scaling():
+    """`LLaDAModelLM.from_pretrained(moe_folder, field=...)` sets the field, as for a dense folder; rope_scaling, not
+    implemented for LLaDA-MoE, is refused by name (not a TypeError from the model's __init__)."""
+    model = LLaDAModelLM.from_pretrained(FIXTURE, router_aux_loss_coef=0.25)
+    assert type(model) is LLaDAMoEModelLM and model.config.router_aux_loss_coef == 0.25
+    for cls in (LLaDAModelLM, LLaDAMoEModelLM):
+        with pytest.raises(ValueError, match="rope_scaling=.*not implemented for LLaDA-MoE"):
+            cls.from_pretrained(FIXTURE, rope_scaling={"rope_type": "ntk", "factor": 4.0})
+    assert LLaDAMoEConfig.from_pretrained(FIXTURE).rope_scaling is None
+    assert "rope_scaling" not in LLaDAMoEConfig().to_dict()
+
 def test_save_keeps_the_published_layout_and_reloads_exactly(model, tmp_path):
     model.save_pretrained(tmp_path)
     ours, published = load_file(tmp_path / "model.safetensors"), load_file(FIXTURE / "model.safetensors")

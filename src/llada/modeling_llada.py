@@ -759,7 +759,8 @@ class LLaDAModelLM(LLaDAGenerationMixin, LLaDALikelihoodMixin, LLaDAPreTrainedMo
         if cls is LLaDAModelLM and getattr(config, "num_experts", None) is not None:
             from .modeling_llada_moe import LLaDAMoEModelLM
 
-            kwargs["config"] = config
+            # The folder's own config is loaded again there unless the caller gave one, so that config overrides
+            # (`from_pretrained(path, router_aux_loss_coef=...)`) reach the config rather than the model's __init__.
             return LLaDAMoEModelLM.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
