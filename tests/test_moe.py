@@ -2,6 +2,7 @@
 shared model_type "llada", saves in the published layout, trust_remote_code, bad configs, routing options."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -411,6 +412,31 @@ def test_expert_bias_update_rule(tmp_path):
     with pytest.raises(ValueError, match="moe_router_enable_expert_bias"):
         LLaDATrainer(model=tiny_moe_model(), args=args, train_dataset=random_rows(2, 10), data_collator=stack_batch)
 
+
+
+def test_vrpo_adds_router_losses_and_updates_the_expert_bias(tmp_path):
+    """VRPO on LLaDA-MoE trains the router like LLaDATrainer: the policy's aux / z losses join the preference loss
+    (exactly log 2 + the router term while policy = reference) and are logged; the expert-bias update runs."""
+    from llada.training import LLaDAVRPOConfig, LLaDAVRPOTrainer
+    from tests.test_vrpo import pairs, stack
+
+    model = tiny_moe_model(moe_router_enable_expert_bias=True)
+    bias = model.model.layers[1].mlp.expert_bias
+    args = LLaDAVRPOConfig(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no",
+        logging_steps=1, per_device_train_batch_size=2, mc_budget=2, max_steps=1, learning_rate=1e-3,
+        router_aux_loss_coef=0.5, router_z_loss_coef=0.1, expert_bias_update_rate=0.25,
+    )  # fmt: skip
+    trainer = LLaDAVRPOTrainer(model=model, args=args, train_dataset=pairs(2), data_collator=stack)
+    model.train()
+    loss = trainer.compute_loss(model, stack(pairs(2)))
+    aux, z = trainer._router_logs["aux_loss"], trainer._router_logs["z_loss"]
+    torch.testing.assert_close(loss, math.log(2) + 0.5 * aux + 0.1 * z)
+    trainer._router_logs, trainer._expert_loads = {}, None
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 1 and logged[0]["aux_loss"] > 0 and logged[0]["z_loss"] > 0
+    assert bias.abs().sum() > 0  # moved by +-0.25 per expert
 
 def test_lora_targets_attention_shared_and_dense_mlps_never_router_or_head():
     from peft import get_peft_model
