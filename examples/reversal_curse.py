@@ -1,5 +1,5 @@
-"""The reversal curse at toy scale: a masked diffusion model (LLaDA) against an autoregressive model (Llama) of the same
-size, trained on the same synthetic facts with the same budget.
+"""The reversal curse at toy scale: a masked diffusion model (LLaDA) against an autoregressive model (Llama) of the
+same size, trained on the same synthetic facts with the same budget.
 
     python examples/reversal_curse.py                 # the full run: 3 seeds, then docs/reversal_curse.md
     python examples/reversal_curse.py --quick         # a smoke test of the whole pipeline (seconds, used by the tests)
@@ -29,12 +29,14 @@ nothing (RADD: the network does not take the time step, so a step that changes n
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # before torch: see tests/conftest.py
 
@@ -81,7 +83,7 @@ def all_names() -> list[str]:
 
 
 def make_facts(num_pairs: int, seed: int) -> list[dict]:
-    """`num_pairs` facts (a, relation, b) with distinct names; the first half trained both ways, the rest forward only."""
+    """`num_pairs` facts (a, relation, b), distinct names; the first half trained both ways, the rest forward only."""
     rng = random.Random(seed)
     names = rng.sample(all_names(), 2 * num_pairs)
     facts = []
@@ -264,6 +266,16 @@ def train_llama(config, rows, args, seed, work: Path):
     return model.eval(), trainer.state
 
 
+def _train_llama_to_disk(config, rows, args, seed, work: Path):
+    start = time.monotonic()
+    torch.set_num_threads(max(1, args.threads))
+    model, state = train_llama(config, rows, args, seed, work)
+    model.save_pretrained(work / "llama" / "final")
+    record = {"global_step": state.global_step, "log_history": state.log_history}
+    record["minutes"] = (time.monotonic() - start) / 60
+    (work / "llama" / "final" / "train_state.json").write_text(json.dumps(record))
+
+
 def final_loss(state) -> float:
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     return losses[-1] if losses else float("nan")
@@ -276,7 +288,7 @@ def final_loss(state) -> float:
 @torch.no_grad()
 def llama_scores(model, prompts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
     """Exact log p(answer | prompt) under the ARM, for pairs of equal lengths (one batched forward pass)."""
-    ids = torch.tensor([p + a for p, a in zip(prompts, answers)], dtype=torch.long)
+    ids = torch.tensor([p + a for p, a in zip(prompts, answers, strict=False)], dtype=torch.long)
     logp = torch.log_softmax(model(ids).logits[:, :-1].float(), dim=-1)
     token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (N, T - 1): log p(ids[t] | ids[:t])
     start = len(prompts[0]) - 1
@@ -339,7 +351,9 @@ def evaluate(llada, llama, tokenizer, facts, args, seed) -> dict:
     for split, words_of in (("test", reverse_words), ("train", forward_words)):
         sentences = [encode(tokenizer, words_of(f)) + [tokenizer.eos_token_id] for f in test[: args.nll_sentences]]
         bos = [[tokenizer.bos_token_id]] * len(sentences)
-        bound = llada.log_likelihood(bos, sentences, mc_num=args.nll_mc_num, estimator="stratified", generator=generator)
+        bound = llada.log_likelihood(
+            bos, sentences, mc_num=args.nll_mc_num, estimator="stratified", generator=generator
+        )
         tokens = len(sentences[0])
         results[f"llada_nll_{split}"] = float(-bound.mean() / tokens)
         results[f"llama_nll_{split}"] = float(-llama_scores(llama, bos, sentences).mean() / tokens)
@@ -363,7 +377,7 @@ def radd_savings(llada, tokenizer, facts, args) -> list[dict]:
     rows = []
     for label, options in settings:
         nfe, exact = [], 0
-        for prompt, want in zip(prompts, expected):
+        for prompt, want in zip(prompts, expected, strict=False):
             out = llada.generate(
                 prompt, max_new_tokens=7, block_length=7, temperature=0.0, return_dict_in_generate=True, **options
             )
@@ -392,10 +406,25 @@ def run_seed(seed: int, args) -> dict:
     rows = training_rows(facts, tokenizer, args.epochs, seed)
     llada_config, llama_config = model_configs(tokenizer, args)
     work = args.output_dir / f"seed-{seed}"
+    child = None
+    if args.parallel:  # Llama trains in a second process meanwhile (one core each)
+        child = multiprocessing.get_context("fork").Process(
+            target=_train_llama_to_disk, args=(llama_config, rows, args, seed, work)
+        )
+        child.start()
     llada, llada_state = train_llada(llada_config, tokenizer, rows, args, seed, work)
     llada_minutes = (time.monotonic() - start) / 60
-    llama, llama_state = train_llama(llama_config, rows, args, seed, work)
-    llama_minutes = (time.monotonic() - start) / 60 - llada_minutes
+    if child is not None:
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"training Llama failed (exit code {child.exitcode}); see the log above.")
+        llama = LlamaForCausalLM.from_pretrained(work / "llama" / "final").eval()
+        saved = json.loads((work / "llama" / "final" / "train_state.json").read_text())
+        llama_state = SimpleNamespace(global_step=saved["global_step"], log_history=saved["log_history"])
+        llama_minutes = saved["minutes"]
+    else:
+        llama, llama_state = train_llama(llama_config, rows, args, seed, work)
+        llama_minutes = (time.monotonic() - start) / 60 - llada_minutes
     result = {
         "seed": seed,
         "pairs": args.pairs,
@@ -512,7 +541,7 @@ def plot(results: list[dict], path: Path):
         errs = [statistics.stdev(r[f"{model}_{k}"] for r in results) if len(results) > 1 else 0 for k, _ in keys]
         xs = [i + (offset - 0.5) * width for i in range(len(keys))]
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=label, color=color)
-        for x, m in zip(xs, means):
+        for x, m in zip(xs, means, strict=False):
             ax.text(x, m + 0.03, f"{m:.2f}", ha="center", fontsize=8)
     ax.axhline(1 / NUM_CANDIDATES, color="gray", linestyle="--", linewidth=1, label="chance (10 candidates)")
     ax.set_xticks(range(len(keys)), [label for _, label in keys])
@@ -555,9 +584,14 @@ def parse_args(argv=None):
     parser.add_argument("--nll-sentences", type=int, default=256)
     parser.add_argument("--nll-mc-num", type=int, default=64)
     parser.add_argument("--radd-prompts", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument(
+        "--sequential", dest="parallel", action="store_false", help="train Llama after LLaDA, not in a second process"
+    )
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "runs" / "reversal_curse")
-    parser.add_argument("--summarize", action="store_true", help="only rebuild docs/reversal_curse.md from the results")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only rebuild docs/reversal_curse.md from the results"
+    )
     parser.add_argument("--plot", action="store_true", help="only draw docs/reversal_curse.png from the results")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/reversal_curse.md")
     args = parser.parse_args(argv)
@@ -565,7 +599,7 @@ def parse_args(argv=None):
         args.seeds, args.pairs, args.epochs, args.batch_size = args.seeds[:1], 40, 2, 16
         args.d_model, args.n_layers, args.mlp_hidden_size, args.n_heads = 32, 2, 64, 2
         args.eval_pairs, args.mc_num, args.nll_sentences, args.nll_mc_num, args.radd_prompts = 8, 4, 8, 8, 2
-        args.no_docs = True
+        args.no_docs, args.parallel = True, False
     if args.pairs < 4:
         raise SystemExit(f"--pairs ({args.pairs}) must be at least 4 (half of them are the test facts).")
     if args.pairs - args.pairs // 2 < NUM_CANDIDATES:
