@@ -11,8 +11,10 @@ import argparse
 import importlib.util
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from results import RESULTS_DIR, write_results
 
 from llada import LLaDAConfig, LLaDAModelLM
 
@@ -54,6 +56,8 @@ def main():
     parser.add_argument("--tokens", type=int, default=356)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
+    parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/*.json")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     backends = ["sdpa", "eager"]
@@ -66,6 +70,7 @@ def main():
     ids = torch.randint(0, vocab, (args.batch, args.tokens), device=args.device)
     with torch.no_grad():
         ref_logits = reference(ids, validate_inputs=False).logits.float()
+    figures = []
     print(f"shape={args.shape} device={args.device} dtype={args.dtype} batch={args.batch} tokens={args.tokens}")
     for attn in backends:
         model = reference if attn == "sdpa" else build(args.shape, args.device, dtype, attn)
@@ -78,8 +83,11 @@ def main():
             seconds = timed(forward, args.iters, args.device)
             diff = (model(ids, validate_inputs=False).logits.float() - ref_logits).abs().max().item()
         print(f"{attn:>18}: {seconds * 1e3:8.2f} ms/forward   max |logits - sdpa| = {diff:.3g}")
+        figures.append({"attn_implementation": attn, "ms_per_forward": seconds * 1e3, "max_abs_diff_vs_sdpa": diff})
         if model is not reference:
             del model
+    if not args.no_results:
+        write_results("forward", args.device, vars(args), figures, args.results_dir)
 
 
 if __name__ == "__main__":

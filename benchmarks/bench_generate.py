@@ -13,8 +13,10 @@ of generated tokens equal to the exact path.
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
+from results import RESULTS_DIR, write_results
 
 from llada import LLaDAConfig, LLaDAModelLM
 from llada.masking_llada import num_transfer_tokens
@@ -106,6 +108,8 @@ def main():
     parser.add_argument("--modes", nargs="+", default=["baseline", "exact", "prefix", "dual"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
+    parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/*.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +123,7 @@ def main():
         f"shape={args.shape} dtype={args.dtype} prompt={args.prompt_length} new={args.new_tokens} "
         f"block={args.block_length} steps={args.steps} torch={torch.__version__}"
     )
+    figures = []
     print(f"{'mode':>8} {'batch':>5} {'tokens/s':>10} {'nfe':>5} {'ms/step':>8} {'same as exact':>14}")
     for batch in args.batch_sizes:
         prompt = torch.randint(0, vocab - 2, (batch, args.prompt_length), device=args.device)
@@ -143,6 +148,18 @@ def main():
             same = "" if reference is None else f"{(generated == reference).float().mean().item():.3f}"
             tokens_per_s = batch * args.new_tokens / best
             print(f"{mode:>8} {batch:>5} {tokens_per_s:>10.1f} {nfe:>5} {1000 * best / nfe:>8.2f} {same:>14}")
+            figures.append(
+                {
+                    "mode": mode,
+                    "batch": batch,
+                    "tokens_per_s": tokens_per_s,
+                    "nfe": nfe,
+                    "ms_per_step": 1000 * best / nfe,
+                    "agreement_with_exact": None if reference is None else float(same),
+                }
+            )
+    if not args.no_results:
+        write_results("generate", args.device, vars(args), figures, args.results_dir)
 
 
 if __name__ == "__main__":

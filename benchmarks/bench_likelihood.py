@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results import RESULTS_DIR, write_results
 
 from llada import LLaDAConfig, LLaDAModelLM
 from llada.masking_llada import stratified_mask_counts
@@ -100,6 +101,8 @@ def main():
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
     parser.add_argument("--reps", type=int, default=64, help="estimates per estimator for the variance (0: skip)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
+    parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/*.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,6 +144,7 @@ def main():
     for name, value in rate.items():
         print(f"  {name:16s} {value:8.2f} pairs/s  ({value / rate['published']:.2f}x published)")
 
+    figures = {"pairs_per_s": rate, "variance": []}
     if args.reps:
         cases = [("bench pair", prompts[0], answers[0])]
         if args.shape == "tiny":
@@ -152,10 +156,22 @@ def main():
             for name, est in (("published", pub), ("ours", ours), ("ours-stratified", strat)):
                 ratio = est.var().item() / pub.var().item()
                 speed = rate[name] / rate["published"] / ratio
+                figures["variance"].append(
+                    {
+                        "case": label,
+                        "estimator": name,
+                        "mean": est.mean().item(),
+                        "std": est.std().item(),
+                        "variance_ratio": ratio,
+                        "speedup_at_equal_variance": speed,
+                    }
+                )
                 print(
                     f"    {name:16s} mean {est.mean().item():9.4f} std {est.std().item():.4f} var ratio {ratio:.3f} "
                     f"rows for equal variance {args.mc_num * ratio:6.1f}  pairs/s at equal variance {speed:.2f}x"
                 )
+    if not args.no_results:
+        write_results("likelihood", args.device, vars(args), figures, args.results_dir)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+from results import RESULTS_DIR, write_results
 from transformers import TrainerCallback
 
 from llada import LLaDAConfig, LLaDAModelLM
@@ -93,6 +95,8 @@ def main(argv=None):
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--attn", default="sdpa", help="Attention implementation.")
     parser.add_argument("--peak-tflops", type=float, help="Device peak for MFU; measured when omitted.")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
+    parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/results/*.json")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -154,6 +158,8 @@ def main(argv=None):
         "mfu": round(achieved / peak, 4),
     }
     print(json.dumps(result))
+    if not args.no_results:
+        write_results("train", device, vars(args), result, args.results_dir)
     return result
 
 

@@ -12,6 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
 # One thread: the suite's tensors are tiny, and on a shared 2-core machine extra threads only contend.
 torch.set_num_threads(1)
 

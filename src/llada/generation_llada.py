@@ -410,9 +410,19 @@ def select_transfer(
         row = confidence.new_full((batch, total_length), float("-inf"))
         row[:, start : start + width] = confidence
         transfer = torch.zeros(batch, total_length, dtype=torch.bool, device=confidence.device)
+        # One top-k per distinct count (usually one per step) instead of one per row: top-k of the same k on each
+        # row of a batch gives the same indices as on that row alone, ties included.
+        rows_of_k: dict[int, list[int]] = {}
         for b, k_b in enumerate(k_rows):
             if k_b:
-                transfer[b, row[b].topk(k_b).indices] = True
+                rows_of_k.setdefault(k_b, []).append(b)
+        for k_b, rows in rows_of_k.items():
+            if len(rows) == batch:
+                transfer.scatter_(1, row.topk(k_b, dim=1).indices, True)
+            else:
+                picked = torch.tensor(rows, device=confidence.device)
+                index = row.index_select(0, picked).topk(k_b, dim=1).indices
+                transfer[picked[:, None], index] = True
         return transfer[:, start : start + width] & candidate
     values, index = confidence.float().sort(dim=1, descending=True)  # (B, W)
     if threshold is not None:

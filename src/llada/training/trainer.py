@@ -85,9 +85,10 @@ def masked_diffusion_loss_sum(
     logits = model(
         input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs
     ).logits  # (N, V): masked positions only, row-major
-    batch, length = input_ids.shape
-    row_of_token = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length)[masked]  # (N,)
-    token_nll = cross_entropy_float32(logits, input_ids[masked])  # (N,)
+    # The masked positions' flat index, found once (one host sync besides the model's own): rows and targets follow.
+    flat = masked.reshape(-1).nonzero().squeeze(1)  # (N,), row-major like the logits
+    row_of_token = flat // input_ids.shape[1]  # (N,)
+    token_nll = cross_entropy_float32(logits, input_ids.reshape(-1).index_select(0, flat))  # (N,)
     return diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
 
 
