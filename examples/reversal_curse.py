@@ -541,13 +541,14 @@ def plot(results: list[dict], path: Path):
         errs = [statistics.stdev(r[f"{model}_{k}"] for r in results) if len(results) > 1 else 0 for k, _ in keys]
         xs = [i + (offset - 0.5) * width for i in range(len(keys))]
         ax.bar(xs, means, width, yerr=errs, capsize=3, label=label, color=color)
-        for x, m in zip(xs, means, strict=False):
-            ax.text(x, m + 0.03, f"{m:.2f}", ha="center", fontsize=8)
+        for x, m, e in zip(xs, means, errs, strict=True):
+            ax.text(x, m + e + 0.02, f"{m:.2f}", ha="center", fontsize=8)
     ax.axhline(1 / NUM_CANDIDATES, color="gray", linestyle="--", linewidth=1, label="chance (10 candidates)")
     ax.set_xticks(range(len(keys)), [label for _, label in keys])
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("accuracy (ranking 10 candidates)")
-    ax.set_title(f"Reversal curse, {results[0]['pairs']} facts, {len(results)} seeds", fontsize=10)
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    ax.set_title(f"Reversal curse: {results[0]['pairs']} facts, seeds {seeds} (mean ± sd)", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
