@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -555,11 +554,24 @@ def plot(results: list[dict], path: Path):
     print(f"wrote {path}")
 
 
-def write_docs(results: list[dict], command: str):
+def run_command(result: dict) -> str:
+    """The command that reproduces a saved run (its non-default sizes and budgets)."""
+    saved, defaults = result["args"], vars(parse_args([]))
+    parts = ["python examples/reversal_curse.py"]
+    for key in ("pairs", "epochs", "batch_size", "learning_rate", "eval_pairs", "radd_prompts", "output_dir"):
+        default = str(defaults[key]) if isinstance(defaults[key], Path) else defaults[key]
+        if saved[key] != default:
+            value = Path(saved[key]).relative_to(REPO_ROOT) if key == "output_dir" else saved[key]
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def write_docs(results: list[dict], name: str):
+    """Write the summary into docs/reversal_curse.md between the markers of this run (`name`: its output folder)."""
     path = DOCS / "reversal_curse.md"
     text = path.read_text() if path.exists() else ""
-    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
-    block = f"{begin}\n\nCommand: `{command}`\n\n{summary_markdown(results)}\n{end}"
+    begin, end = f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->"
+    block = f"{begin}\n\nCommand: `{run_command(results[0])}`\n\n{summary_markdown(results)}\n{end}"
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
@@ -617,9 +629,9 @@ def main(argv=None) -> list[dict]:
             raise SystemExit(f"no results in {args.output_dir}: run the experiment first.")
         if args.summarize:
             print(summary_markdown(results))
-            write_docs(results, "python examples/reversal_curse.py")
+            write_docs(results, args.output_dir.name)
         if args.plot:
-            plot(results, DOCS / "reversal_curse.png")
+            plot(results, DOCS / f"{args.output_dir.name}.png")
         return results
     args.output_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -630,7 +642,7 @@ def main(argv=None) -> list[dict]:
         print(json.dumps({k: v for k, v in result.items() if k not in ("args", "radd")}, indent=1), flush=True)
     print(summary_markdown(results))
     if not args.no_docs:
-        write_docs(results, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]))
+        write_docs(results, args.output_dir.name)
     return results
 
 
