@@ -16,6 +16,7 @@ from peft import get_peft_model
 from transformers import AutoTokenizer
 
 from llada import LLaDAModelLM
+from llada.generation_llada import decode_generation
 from llada.training import LLaDASFTCollator, LLaDATrainer, LLaDATrainingArguments, llada_lora_config
 from llada.training.data import read_records
 
@@ -72,7 +73,8 @@ def main():
         ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(merged.device)
         out = merged.generate(ids, max_new_tokens=64, steps=64, block_length=32)
         sequences = getattr(out, "sequences", out)
-        print(tokenizer.decode(sequences[0, ids.shape[1] :], skip_special_tokens=True))
+        # decode_generation stops at the end of the turn (EOS / <|eot_id|>): nothing after it is printed
+        print(decode_generation(tokenizer, sequences, prompt_length=ids.shape[1])[0])
 
 
 if __name__ == "__main__":

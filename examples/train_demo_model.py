@@ -298,6 +298,9 @@ def main():
     config_path = output / "config.json"
     config_dict = json.loads(config_path.read_text())
     config_dict.pop("auto_map", None)
+    # The weights are stored in bfloat16 (a small package), the config asks for float32: what `from_pretrained`
+    # without a dtype gives, and what every CPU user of the demo gets.
+    config_dict["dtype"] = "float32"
     config_path.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(output)
     trainer.state.save_to_json(str(output / "trainer_state.json"))

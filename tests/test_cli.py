@@ -222,3 +222,36 @@ def test_kv_cache_none_forces_the_exact_path(capsys, monkeypatch, model_dir, tmp
     exact = run(capsys, monkeypatch, "generate", "--model", str(model_dir), *args)
     forced = run(capsys, monkeypatch, "generate", "--model", str(folder), "--kv-cache", "none", *args)
     assert exact[0] == forced[0] == 0 and forced[1] == exact[1]
+
+
+def test_piped_chat_prints_one_line_per_reply(capsys, monkeypatch, model_dir):
+    import llada.generation_llada
+
+    monkeypatch.setattr(llada.generation_llada, "decode_generation", lambda *a, **k: ["first line\nsecond  line\n"])
+    code, out, _ = run(capsys, monkeypatch, "chat", "--model", model_dir, "--max-new-tokens", "4", "--steps", "4",
+                       stdin="Hi\nWho?\n")  # fmt: skip
+    assert code == 0 and out.splitlines() == ["first line second line"] * 2
+
+
+def test_max_new_tokens_alone_gets_a_fitting_schedule(capsys, monkeypatch):
+    """The demo saves 64 tokens, 64 steps, blocks of 8: --max-new-tokens 200 keeps one step per token in blocks of
+    8 (which divide 200); 60 gets blocks of 6 (the largest divisor of 60 up to 8)."""
+    from llada.cli import _fit_schedule
+    from llada.generation_llada import LLaDAGenerationConfig
+
+    config = LLaDAGenerationConfig(max_new_tokens=64, steps=64, block_length=8)
+    for given, expected in (
+        ({"max_new_tokens": 200}, {"max_new_tokens": 200, "steps": 200}),
+        ({"max_new_tokens": 60}, {"max_new_tokens": 60, "steps": 60, "block_length": 6}),
+        ({"max_new_tokens": 20, "block_length": 10}, {"max_new_tokens": 20, "block_length": 10, "steps": 20}),
+        ({"max_new_tokens": 20, "steps": 5}, {"max_new_tokens": 20, "steps": 5}),
+    ):
+        _fit_schedule(given, config)
+        assert given == expected
+    half = LLaDAGenerationConfig(max_new_tokens=64, steps=32, block_length=8)
+    given = {"max_new_tokens": 200}
+    _fit_schedule(given, half)
+    assert given == {"max_new_tokens": 200, "steps": 100}  # 25 blocks: a multiple of 25
+    code, out, err = run(capsys, monkeypatch, "generate", "--max-new-tokens", "200", "--no-echo", "In the beginning")
+    assert code == 0, err
+    assert out.strip()

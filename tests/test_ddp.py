@@ -94,26 +94,14 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    # `--multi_gpu` is accelerate's torchrun launcher; the script's `use_cpu=True` keeps the
-    # processes on the CPU (accelerate's `--cpu` launcher needs MPI for more than one process).
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(script),
-        str(out),
-    ]
+    # README's recipe for N CPU processes: `--multi_gpu` is accelerate's torchrun launcher; the script's
+    # `use_cpu=True` keeps the processes on the CPU (accelerate's `--cpu` launcher needs MPI for more than one).
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    recipe = next(line for line in readme.splitlines() if line.startswith("accelerate launch --multi_gpu"))
+    flags = recipe.split()[2 : recipe.split().index("train.py")]
+    assert flags[flags.index("--num_processes") + 1] == "2"
+    command = [sys.executable, "-m", "accelerate.commands.launch", *flags, "--main_process_port", str(free_port())]
+    command += [str(script), str(out)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ddp = json.loads((out / "result.json").read_text())

@@ -172,6 +172,38 @@ def test_lm_eval_rejects_bad_settings(model_dir):
     from llada.evaluation.lm_eval_model import LLaDAEvalHarness
 
     with pytest.raises(ValueError, match=r"mc_num \(100\) must be a multiple of mc_batch_size \(16\)"):
-        LLaDAEvalHarness(pretrained=str(model_dir), mc_num=100, device="cpu")
+        LLaDAEvalHarness(pretrained=str(model_dir), mc_num=100, mc_batch_size=16, device="cpu")
+    # Unset, the stratification group is the largest divisor of mc_num up to the published 16.
+    assert LLaDAEvalHarness(pretrained=str(model_dir), mc_num=100, device="cpu").mc_batch_size == 10
+    assert LLaDAEvalHarness(pretrained=str(model_dir), mc_num=128, device="cpu").mc_batch_size == 16
     with pytest.raises(ValueError, match=r"dtype \('fp8'\) must be 'auto' or one of"):
         LLaDAEvalHarness(pretrained=str(model_dir), dtype="fp8", device="cpu")
+
+
+def test_readme_lm_eval_command_runs_as_printed(model_dir, tmp_path, monkeypatch, capsys):
+    """`llada eval lm-eval --model llada --model_args pretrained=...,mc_num=N --tasks ...`: the arguments go to
+    lm-eval unparsed, lm-eval's default CUDA device falls back to the CPU where there is none, any mc_num works,
+    and no progress bar is drawn on a stderr that is not a terminal."""
+    pytest.importorskip("lm_eval")
+    from llada.cli import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["eval", "lm-eval", "--model", "llada", "--model_args", f"pretrained={model_dir},mc_num=12"]
+    argv += ["--tasks", "tiny_mc", "--include_path", str(write_tasks(tmp_path))]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "tiny_mc" in out and "acc" in out
+    assert "loglikelihood:" not in err
+
+
+def test_lm_eval_missing_gives_the_install_hint(monkeypatch, capsys):
+    import sys
+
+    from llada.cli import main
+
+    for name in [name for name in sys.modules if name.split(".")[0] == "lm_eval"] + ["lm_eval"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if lm-eval were not installed
+    monkeypatch.delitem(sys.modules, "llada.evaluation.lm_eval_model", raising=False)
+    assert main(["eval", "lm-eval", "--model", "llada", "--tasks", "arc_easy"]) == 1
+    assert "pip install 'llada[eval]'" in capsys.readouterr().err

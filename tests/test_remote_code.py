@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from llada import LLaDAModelLM
 from llada.modeling_llada import HUB_CORE_FILES
 
@@ -41,6 +43,12 @@ data = torch.load(reference, weights_only=True)["logits_padded"]
 with torch.no_grad():
     logits = model(data["input_ids"], attention_mask=data["attention_mask"]).logits
 torch.testing.assert_close(logits, data["logits"], atol=1e-5, rtol=1e-5)
+# A model with a RoPE context extension (rope_llada.py travels with it).
+scaled = AutoModel.from_pretrained(sys.argv[3], trust_remote_code=True).eval()
+expected = torch.load(sys.argv[4], weights_only=True)
+assert scaled.config.rope_scaling == expected["rope_scaling"], scaled.config.rope_scaling
+with torch.no_grad():
+    torch.testing.assert_close(scaled(expected["input_ids"]).logits, expected["logits"], atol=1e-5, rtol=1e-5)
 print("REMOTE-OK")
 """
 
@@ -58,10 +66,24 @@ def test_trust_remote_code_without_llada(tmp_path, fixture_dir):
     for name in HUB_CORE_FILES:
         assert (folder / name).read_text() == (SRC / name).read_text()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
+    scaled = LLaDAModelLM.from_pretrained(fixture_dir, rope_scaling={"rope_type": "diffusion_ntk", "factor": 4.0})
+    scaled.save_pretrained(tmp_path / "scaled")
+    input_ids = torch.arange(scaled.config.max_sequence_length)[None] % 50
+    with torch.no_grad():
+        expected = {"rope_scaling": scaled.config.rope_scaling, "input_ids": input_ids}
+        expected["logits"] = scaled.eval()(input_ids).logits
+    torch.save(expected, tmp_path / "scaled.pt")
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
     result = subprocess.run(
-        [sys.executable, str(script), str(folder), str(fixture_dir / "reference.pt")],
+        [
+            sys.executable,
+            str(script),
+            str(folder),
+            str(fixture_dir / "reference.pt"),
+            str(tmp_path / "scaled"),
+            str(tmp_path / "scaled.pt"),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -102,5 +124,5 @@ def test_hub_core_import_rule():
 
 
 def test_hub_core_files_are_the_ones_in_the_package():
-    shipped = {p.name for p in SRC.glob("*_llada.py")}
+    shipped = {p.name for p in SRC.glob("*_llada.py")} | {p.name for p in SRC.glob("*_llada_moe.py")}
     assert shipped == set(HUB_CORE_FILES)

@@ -102,3 +102,15 @@ def test_cli_errors(files, tmp_path, capsys, extra, message):
         main(argv + extra)
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_sft_defaults_to_the_demo_model(files, tmp_path):
+    from llada.cli import DEMO_MODEL_DIR
+
+    out = tmp_path / "sft-demo"
+    chats = str(files / "chats.jsonl")
+    main(["sft", "--data", chats, "--max-length", "32", "--output-dir", str(out), "--max-steps", "1", *COMMON])
+    demo = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["d_model"], saved["vocab_size"]) == (demo["d_model"], demo["vocab_size"])
+    assert (out / "tokenizer.json").exists()

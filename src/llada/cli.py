@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 DEMO_MODEL_DIR = Path(__file__).parent / "demo" / "model"
@@ -74,13 +76,20 @@ def _offline() -> bool:
     return constants.is_offline_mode()
 
 
+#: Files of which a model folder needs one to have a tokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def load_model(args, need_chat_template: bool = False):
     """Model and tokenizer for `--model/--device/--dtype`, in eval mode."""
     name, local = resolve_model(args.model)
     if local:
         import json
 
-        model_type = json.loads((Path(name) / "config.json").read_text()).get("model_type")
+        try:
+            model_type = json.loads((Path(name) / "config.json").read_text()).get("model_type")
+        except (ValueError, AttributeError) as error:
+            raise CLIError(f"{Path(name) / 'config.json'} is not a valid JSON object: {error}") from error
         if model_type != "llada":
             raise CLIError(f"{name} holds a {model_type!r} model, not a LLaDA one (model_type 'llada')")
 
@@ -88,12 +97,25 @@ def load_model(args, need_chat_template: bool = False):
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from .modeling_llada import LLaDAModelLM
+    from .modeling_llada import LLaDAMissingWeightsWarning, LLaDAModelLM
 
     hf_logging.set_verbosity_error()
     if not sys.stderr.isatty():  # progress bars only on a terminal
         hf_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError as error:
+        raise CLIError(
+            f"--device {device!r} is not a device: {_first_line(error)}; use cpu, cuda, cuda:1, mps"
+        ) from error
+    if device_type == "meta":
+        raise CLIError("--device meta holds no weights (shapes only) and cannot generate; use cpu, cuda or mps")
+    if local and not any((Path(name) / f).is_file() for f in _TOKENIZER_FILES):
+        raise CLIError(
+            f"{name} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save it there with "
+            "tokenizer.save_pretrained(folder)"
+        )
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     dtype = dtypes.get(args.dtype) or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     try:
@@ -103,7 +125,12 @@ def load_model(args, need_chat_template: bool = False):
                 f"the tokenizer of {name} has no chat template, so turns cannot be formatted; use `llada generate`, "
                 "or a model whose tokenizer defines tokenizer.chat_template"
             )
-        model = LLaDAModelLM.from_pretrained(name, dtype=dtype)
+        with warnings.catch_warnings():
+            # Weights that do not cover the model would leave random parameters: an error here, never a random model.
+            warnings.simplefilter("error", LLaDAMissingWeightsWarning)
+            model = LLaDAModelLM.from_pretrained(name, dtype=dtype)
+    except LLaDAMissingWeightsWarning as warning:
+        raise CLIError(str(warning).removeprefix("LLaDA: ")) from warning
     except OSError as error:
         if local:
             raise CLIError(f"cannot load the model in {name}: {_first_line(error)}") from error
@@ -181,6 +208,22 @@ def _progress_streamer(total: int):
     return ProgressStreamer()
 
 
+def _fit_schedule(kwargs: dict, config) -> None:
+    """With --max-new-tokens but no --steps, derive steps (and block length, unless given) that fit the new canvas:
+    the saved blocks' length where it divides it (else its largest divisor below), and the saved steps per token,
+    rounded to a multiple of the number of blocks."""
+    new = kwargs.get("max_new_tokens")
+    if not new or "steps" in kwargs:
+        return
+    block = kwargs.get("block_length") or config.block_length or new
+    if "block_length" not in kwargs and new % block:
+        block = max(d for d in range(1, min(block, new) + 1) if new % d == 0)
+        kwargs["block_length"] = block
+    blocks = new // block if new % block == 0 else 1  # a given block length that does not divide: generate says so
+    per_token = (config.steps or config.max_new_tokens or new) / (config.max_new_tokens or new)
+    kwargs["steps"] = max(blocks, round(new * per_token / blocks) * blocks)
+
+
 def run_generate(model, tokenizer, input_ids, args, show_prompt: bool, **overrides):
     """`model.generate` with the command-line sampler options; returns the output ids `(1, total_length)`."""
     import torch
@@ -189,6 +232,7 @@ def run_generate(model, tokenizer, input_ids, args, show_prompt: bool, **overrid
 
     kwargs = {**sampler_kwargs(args), **overrides}
     config = model.generation_config
+    _fit_schedule(kwargs, config)
     mask_id = config.mask_token_id if config.mask_token_id is not None else model.config.mask_token_id
     if args.show_steps:
         streamer = LLaDATerminalStreamer(tokenizer, mask_id, stream=sys.stderr, show_prompt=show_prompt)
@@ -215,12 +259,25 @@ def _max_new_tokens(model, args) -> int:
 def _read_text(value: str | None, what: str) -> str:
     """The positional text, or standard input when it is missing or `-`."""
     if value is None or value == "-":
+        if sys.stdin is None:
+            raise CLIError(f"no {what}: standard input is closed; pass the {what} as an argument")
         if sys.stdin.isatty():
             raise CLIError(f"no {what}: pass it as an argument or on standard input")
-        value = sys.stdin.read()
+        value = _read_stdin(sys.stdin.read)
     if not value.strip():
         raise CLIError(f"the {what} is empty")
     return value.rstrip("\n")
+
+
+def _read_stdin(read):
+    """`read()` of standard input, with invalid UTF-8 as one clear error."""
+    try:
+        return read()
+    except UnicodeDecodeError as error:
+        raise CLIError(
+            f"standard input is not valid UTF-8 (byte {error.object[error.start : error.start + 1]!r} at offset "
+            f"{error.start}); convert it, e.g. with iconv -f latin1 -t utf-8"
+        ) from error
 
 
 def cmd_generate(args) -> int:
@@ -251,6 +308,8 @@ def cmd_chat(args) -> int:
     if "<|start_header_id|>" in tokenizer.get_vocab():
         stops.append(tokenizer.convert_tokens_to_ids("<|start_header_id|>"))
 
+    if sys.stdin is None:
+        raise CLIError("standard input is closed; llada chat reads the turns from it")
     interactive = sys.stdin.isatty()
     base = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(base)
@@ -258,7 +317,7 @@ def cmd_chat(args) -> int:
         print("Chatting with the model; /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
     while True:
         try:
-            line = input("you> ") if interactive else sys.stdin.readline()
+            line = input("you> ") if interactive else _read_stdin(sys.stdin.readline)
         except EOFError:
             break
         if not interactive and line == "":
@@ -287,7 +346,8 @@ def cmd_chat(args) -> int:
             continue
         output = run_generate(model, tokenizer, input_ids, args, show_prompt=False)
         reply = decode_generation(tokenizer, output, prompt_length=input_ids.shape[1], stop_token_ids=stops)[0].strip()
-        print(f"llada> {reply}" if interactive else reply, flush=True)
+        # Piped: one reply per line out, as one turn per line in.
+        print(f"llada> {reply}" if interactive else " ".join(reply.split()), flush=True)
         messages.append({"role": "assistant", "content": reply})
     return 0
 
@@ -380,14 +440,18 @@ def _model_folder(args) -> tuple[str, Path]:
 def cmd_info(args) -> int:
     import json
 
-    from .hub import CheckpointFacts, _generation_defaults
+    from .hub import CheckpointFacts, _generation_defaults, is_moe_config, moe_architecture_rows
 
     name, folder = _model_folder(args)
     facts = CheckpointFacts.from_folder(folder)
     config = facts.config
     if config.get("model_type") != "llada":
         raise CLIError(f"{name} holds a {config.get('model_type')!r} model, not a LLaDA one (model_type 'llada')")
-    parameters = facts.num_parameters if facts.num_parameters is not None else count_parameters(config)
+    moe = is_moe_config(config)
+    if facts.num_parameters is not None:
+        parameters = facts.num_parameters
+    else:
+        parameters = None if moe else count_parameters(config)
     tokenizer_config = folder / "tokenizer_config.json"
     info = {
         "model": name,
@@ -409,6 +473,15 @@ def cmd_info(args) -> int:
         if "auto_map" in config and (folder / "modeling_llada.py").is_file()
         else "no",
     }
+    if moe:  # LLaDA-MoE: its own fields replace the dense ones
+        rows = dict(moe_architecture_rows(config, facts))
+        for key in ("layers", "d_model", "heads / kv heads", "mlp_hidden_size", "vocab_size / embedding_size"):
+            info.pop(key)
+        info["max_sequence_length"] = config.get("max_position_embeddings")
+        info["weight_tying"] = config.get("tie_word_embeddings", False)
+        skip = ("parameters", "weights dtype", "max sequence length", "RoPE theta", "mask token id")
+        info.update({k: v for k, v in rows.items() if k not in skip})
+        info["parameters"] = parameters
     if tokenizer_config.is_file() and not facts.has_tokenizer:
         info["tokenizer"] = "config only"
     if args.json:
@@ -416,7 +489,9 @@ def cmd_info(args) -> int:
         return 0
     width = max(len(k) for k in info)
     for key, value in info.items():
-        if key == "parameters":
+        if key == "parameters" and value is None:
+            value = "unknown"
+        elif key == "parameters":
             value = f"{value:,} ({value / 1e6:.1f}M)" if value < 1e9 else f"{value:,} ({value / 1e9:.2f}B)"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
@@ -486,11 +561,21 @@ def _sampler_options() -> argparse.ArgumentParser:
             group.add_argument(flag, dest=keyword, type=kind, metavar=kind.__name__.upper(), help=text)
     for flag, keyword, text in _SAMPLER_FLAGS:
         group.add_argument(flag, dest=keyword, action=argparse.BooleanOptionalAction, default=None, help=text)
-    group.add_argument("--seed", type=int, help="random seed (for --temperature > 0 and --remasking random)")
+    group.add_argument("--seed", type=_seed, help="random seed (for --temperature > 0 and --remasking random)")
     group.add_argument(
         "--show-steps", action="store_true", help="draw the canvas on stderr after every step, masks shown as ░"
     )
     return parent
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2**63); pick a smaller seed")
+    return value
 
 
 def _plugin_unavailable(name: str, module: str):
@@ -638,16 +723,58 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {_first_line(error)}"
 
 
+#: Commands whose remaining arguments belong to another program, unparsed: (command words, attribute).
+_PASSTHROUGH = ((("eval", "lm-eval"), "lm_eval_args"),)
+
+
+def _interrupted(signum, frame):
+    """Ctrl-C: leave at once with status 130, quietly (no traceback, no atexit handlers of half-done work)."""
+    try:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = _install_interrupt_handler()  # first: Ctrl-C during the heavy imports exits quietly
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _install_interrupt_handler():
+    try:
+        return signal.signal(signal.SIGINT, _interrupted)
+    except ValueError:  # not the main thread (main() called from a thread): leave the handler alone
+        return None
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
+    passed = {}
+    for words, attribute in _PASSTHROUGH:
+        if tuple(argv[: len(words)]) == words:
+            argv, passed[attribute] = argv[: len(words)], argv[len(words) :]
     args = parser.parse_args(argv)
+    for attribute, rest in passed.items():
+        setattr(args, attribute, rest)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    if sys.stdout is None:  # `>&-`: the text would be lost while the command reports success
+        if sys.stderr is not None:
+            print("llada: error: standard output is closed; the result cannot be written", file=sys.stderr)
+        return 1
     try:
-        return int(func(args) or 0)
+        status = int(func(args) or 0)
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return 130

@@ -7,7 +7,11 @@ The field names are those of the published LLaDA checkpoints (OLMo-style: `d_mod
 Hub core: this file is copied next to saved weights; it imports only torch, transformers and the standard library.
 """
 
+import math
+
 from transformers import PretrainedConfig
+
+from .rope_llada import normalize_rope_scaling
 
 # Values of the published fields that this network implements. Anything else is rejected, never ignored.
 _SUPPORTED_VALUES = {
@@ -25,6 +29,60 @@ _SUPPORTED_VALUES = {
     "input_emb_norm": (False,),
     "block_group_size": (1,),
 }
+
+
+# Types and ranges of the numeric and boolean fields, checked when a config is built (a `config.json` that says
+# `"weight_tying": "false"` or `"n_heads": 0` is an error naming the field, not a model that fails later or silently
+# differs). (kind, lower bound, lower bound included, may be None)
+_FIELD_RULES = {
+    "vocab_size": ("int", 1, True, False),
+    "embedding_size": ("int", 1, True, True),
+    "d_model": ("int", 1, True, False),
+    "n_heads": ("int", 1, True, False),
+    "n_kv_heads": ("int", 1, True, False),
+    "n_layers": ("int", 1, True, False),
+    "mlp_hidden_size": ("int", 1, True, True),
+    "mlp_ratio": ("int", 1, True, False),
+    "max_sequence_length": ("int", 1, True, False),
+    "rope_theta": ("float", 0, False, False),
+    "rms_norm_eps": ("float", 0, False, False),
+    "init_std": ("float", 0, True, False),
+    "attention_dropout": ("float", 0, True, False),
+    "residual_dropout": ("float", 0, True, False),
+    "embedding_dropout": ("float", 0, True, False),
+    "mask_token_id": ("int", 0, True, True),
+    "eos_token_id": ("int", 0, True, True),
+    "pad_token_id": ("int", 0, True, True),
+    "bos_token_id": ("int", 0, True, True),
+    "weight_tying": ("bool", None, None, False),
+    "rope_full_precision": ("bool", None, None, False),
+}
+
+
+def _check_field(name: str, value):
+    kind, low, inclusive, optional = _FIELD_RULES[name]
+    if value is None:
+        if optional:
+            return
+        raise ValueError(f"LLaDAConfig: {name} is None; set it in config.json (see the LLaDAConfig docstring).")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            guess = "true" if str(value).lower() in ("true", "1") else "false"
+            raise TypeError(
+                f"LLaDAConfig: {name} ({value!r}) must be a JSON boolean (true or false), got "
+                f'{type(value).__name__}; write "{name}": {guess} (no quotes) in config.json.'
+            )
+        return
+    numeric = (int,) if kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric) or (kind == "float" and not math.isfinite(value)):
+        what = "an integer" if kind == "int" else "a finite number"
+        raise TypeError(
+            f"LLaDAConfig: {name} ({value!r}) must be {what}, got {type(value).__name__}; write the number without "
+            "quotes in config.json."
+        )
+    if value < low or (value == low and not inclusive):
+        bound = f">= {low}" if inclusive else f"> {low}"
+        raise ValueError(f"LLaDAConfig: {name} ({value!r}) must be {bound}; fix it in config.json.")
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -55,6 +113,12 @@ class LLaDAConfig(PretrainedConfig):
             Longest sequence (prompt plus canvas) the model accepts. Alias: `max_position_embeddings`.
         rope_theta (`float`, *optional*, defaults to 500000.0):
             Base of the rotary position embedding.
+        rope_scaling (`dict`, *optional*):
+            Context extension of RoPE: `{"rope_type": ..., "factor": ...}` with `rope_type` one of `linear`,
+            `dynamic`, `yarn`, `llama3`, `longrope` (transformers' functions), `ntk` (base * factor) or
+            `diffusion_ntk` (UltraLLaDA's diffusion-aware NTK); see `rope_llada.py`. `original_max_position_embeddings`
+            (the training length) defaults to `max_sequence_length`, which is then raised to the training length
+            times `factor`. transformers 5's `rope_parameters` is accepted too (its `rope_theta` replaces ours).
         rms_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the RMS norms.
         weight_tying (`bool`, *optional*, defaults to `False`):
@@ -113,6 +177,7 @@ class LLaDAConfig(PretrainedConfig):
     """
 
     model_type = "llada"
+    _rope_scaling = None
     keys_to_ignore_at_inference = ["past_key_values"]
     attribute_map = {
         "hidden_size": "d_model",
@@ -221,9 +286,27 @@ class LLaDAConfig(PretrainedConfig):
         self.init_cutoff_factor = init_cutoff_factor
         self.alibi_bias_max = alibi_bias_max
         self._check_supported()
+        rope_scaling = kwargs.pop("rope_scaling", None)
+        rope_parameters = kwargs.pop("rope_parameters", None)
         super().__init__(**kwargs)
+        # Set after super().__init__, which (transformers 5) would move rope_scaling into rope_parameters.
+        self.rope_scaling = rope_scaling if rope_scaling is not None else rope_parameters
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PretrainedConfig.from_dict`; a LLaDA-MoE config (same `model_type` "llada", MoE fields) gives a
+        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind."""
+        if cls is LLaDAConfig and (
+            "num_experts" in config_dict or "LLaDAMoEModelLM" in (config_dict.get("architectures") or ())
+        ):
+            from .configuration_llada_moe import LLaDAMoEConfig
+
+            return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        return super().from_dict(config_dict, **kwargs)
 
     def _check_supported(self):
+        for name in _FIELD_RULES:
+            _check_field(name, getattr(self, name))
         for name, allowed in _SUPPORTED_VALUES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -254,6 +337,29 @@ class LLaDAConfig(PretrainedConfig):
                 raise ValueError(
                     f"LLaDAConfig: {name} ({value}) is outside the embedding table (size {self.padded_vocab_size})."
                 )
+
+    @property
+    def rope_scaling(self) -> dict | None:
+        """The RoPE context extension (canonical dict, see `rope_llada.normalize_rope_scaling`), or None.
+
+        Setting it (also through `from_pretrained(..., rope_scaling=...)`) validates it and raises
+        `max_sequence_length` to the target length; it overrides transformers 5's alias of `rope_parameters`."""
+        return self._rope_scaling
+
+    @rope_scaling.setter
+    def rope_scaling(self, value: dict | None):
+        self._rope_scaling, self.max_sequence_length, self.rope_theta = normalize_rope_scaling(
+            value, self.max_sequence_length, self.rope_theta
+        )
+
+    def to_dict(self) -> dict:
+        # `rope_scaling` only when set: transformers' base config (which the Trainer uses to peek at a checkpoint)
+        # warns on a `rope_scaling` key, and the published configs have none.
+        output = super().to_dict()
+        output.pop("_rope_scaling", None)
+        if self._rope_scaling is not None:
+            output["rope_scaling"] = self._rope_scaling
+        return output
 
     @property
     def head_dim(self) -> int:

@@ -35,15 +35,20 @@ Hub core: copied next to saved weights; imports only torch, transformers, the st
 """
 
 import copy
+import math
+import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .masking_llada import num_transfer_tokens
+
+logger = logging.get_logger(__name__)
 
 #: `<|eot_id|>` of the LLaDA-8B tokenizer (end of an Instruct turn). Used as the EoT default for models whose mask
 #: id is the 8B one; other vocabularies set `eot_token_id` in their generation config.
@@ -110,7 +115,8 @@ def margin_remasking(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> 
 def entropy_remasking(logits: torch.Tensor, x0: torch.Tensor, generator=None) -> torch.Tensor:
     """Negative entropy of the predicted distribution (low entropy first)."""
     logp = F.log_softmax(logits, dim=-1, dtype=torch.float32)  # (B, W, V)
-    return (logp.exp() * logp).sum(-1)
+    # A token with -inf logit (EOS options, suppressed ids) has p log p = 0, not 0 * -inf = NaN.
+    return (logp.exp() * logp.masked_fill(logp == float("-inf"), 0.0)).sum(-1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -225,11 +231,20 @@ class LLaDAGenerationConfig(GenerationConfig):
             setattr(self, name, kwargs.pop(name, default))
         kwargs.setdefault("max_new_tokens", 128)
         kwargs.setdefault("temperature", 0.0)
+        # `do_sample` follows the temperature, and is always saved (see `to_diff_dict`): callers such as the
+        # text-generation pipeline add their own sampling defaults when the model's config leaves it unset.
+        kwargs.setdefault("do_sample", bool(kwargs["temperature"]))
         super().__init__(**kwargs)
+
+    def to_diff_dict(self) -> dict:
+        diff = super().to_diff_dict()
+        diff["do_sample"] = bool(self.do_sample)
+        return diff
 
     def validate(self, strict=False, **kwargs):
         """`GenerationConfig.validate`, plus the diffusion fields. The diffusion `temperature` (0 is greedy) and
         `max_new_tokens=0` (infilling) are valid here although autoregressive decoding would flag them."""
+        self._check_types()
         hidden = {"temperature": self.temperature}
         if self.max_new_tokens is not None and self.max_new_tokens <= 0:
             hidden["max_new_tokens"] = self.max_new_tokens
@@ -243,7 +258,9 @@ class LLaDAGenerationConfig(GenerationConfig):
         self.validate_diffusion()
 
     def validate_diffusion(self):
-        """Raise a `ValueError` for diffusion settings that are invalid whatever the input."""
+        """Raise a `ValueError` (or a `TypeError` for a value of the wrong type) for diffusion settings that are
+        invalid whatever the input."""
+        self._check_types()
         if self.max_new_tokens is not None and self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be >= 0.")
         if self.steps is not None and self.steps < 1:
@@ -264,6 +281,25 @@ class LLaDAGenerationConfig(GenerationConfig):
             raise ValueError(
                 f"threshold ({self.threshold}) and factor ({self.factor}) are two parallel decoding rules; set one."
             )
+
+    def _check_types(self):
+        """Numbers of the wrong type or not finite (`"8"`, `3.0`, `True`, `nan`): an error naming the field."""
+        for name in ("max_new_tokens", "steps", "block_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} ({value!r}) must be an int, got {type(value).__name__}; e.g. {name}=64.")
+        for name in ("temperature", "cfg_scale", "threshold", "factor"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} ({value!r}) must be a number, got {type(value).__name__}.")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} ({value}) must be a finite number.")
+        for name in ("mask_token_id", "eot_token_id"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} ({value!r}) must be an int token id.")
 
     @classmethod
     def from_model_config(cls, model_config) -> "LLaDAGenerationConfig":
@@ -314,11 +350,15 @@ class LLaDAGenerateOutput(ModelOutput):
     nfe (`int`):
         Forward passes of the model for the whole batch (a classifier-free guidance step is one pass over the
         doubled batch).
+    tokens_per_forward (`torch.FloatTensor` of shape `(batch_size,)`):
+        As in transformers' diffusion models: the tokens each row got from the sampler (the canvas and any masks of
+        the input), not counting `pad_token_id`, divided by `nfe`.
     """
 
     sequences: torch.LongTensor | None = None
     history: tuple[torch.LongTensor, ...] | None = None
     nfe: int | None = None
+    tokens_per_forward: torch.FloatTensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -459,6 +499,7 @@ class _Plan:
     threshold: float | None
     factor: float | None
     early_exit: bool
+    vocab_size: int | None = None
     _stop_tensors: dict = field(default_factory=dict)
 
     def window(self, block: int) -> tuple[int, int]:
@@ -472,14 +513,25 @@ class _Plan:
         """Proposed tokens and their confidence (-inf off the candidates) from the logits (B, W, V) of a block."""
         if self.logits_eos_inf:
             logits[..., self.eos_ids] = float("-inf")
+        # Never propose the mask token (it would stay a hole) nor a padding row of the embedding (ids >= vocab_size,
+        # which no tokenizer produces): their logits are -inf while x0 is drawn, then restored, so the confidences
+        # stay those of the published sampler (its outputs are unchanged wherever it did not propose them).
+        banned = [self.mask_id]
+        if self.vocab_size is not None and self.vocab_size < logits.shape[-1]:
+            banned += range(self.vocab_size, logits.shape[-1])
+        saved = logits[..., banned].clone()  # (B, W, few)
+        logits[..., banned] = float("-inf")
         if self.temperature > 0:
             x0 = gumbel_argmax(logits, self.temperature, generator)
         else:
             x0 = logits.argmax(dim=-1)  # (B, W)
+        logits[..., banned] = saved
         if self.confidence_eos_eot_inf:
             logits[..., self.stop_ids] = float("-inf")  # in place: after x0 only the remasking reads the logits
         confidence = self.remasking(logits, x0, generator=generator)  # (B, W)
         lowest = torch.finfo(confidence.dtype).min
+        # A NaN confidence (a custom strategy on -inf logits) would never be selected and leave masks behind.
+        confidence = confidence.nan_to_num(nan=lowest)
         if self.confidence_eos_eot_inf:
             confidence = confidence.masked_fill(torch.isin(x0, self.stop_tensor(x0.device)), lowest)
         # Candidates always rank above non-candidates, so every scheduled token finds a position.
@@ -529,12 +581,23 @@ class LLaDAGenerationMixin:
             return
         keys = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
         loading = {k: kwargs[k] for k in keys if kwargs.get(k) is not None}
+        folder = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        name = os.path.join(folder, "generation_config.json")
         try:
             config = LLaDAGenerationConfig.from_pretrained(
                 pretrained_model_name_or_path, _from_auto=from_auto_class, _from_pipeline=from_pipeline, **loading
             )
-        except OSError:
+        except OSError as error:
+            # No generation config: the model-config defaults. One that exists but does not parse is an error, never
+            # silently replaced by the defaults.
+            if os.path.isfile(name) or "valid JSON" in str(error):
+                raise ValueError(
+                    f"{name} is not a valid generation config ({str(error).strip().splitlines()[0]}); fix the file "
+                    "or delete it to use the model's defaults."
+                ) from error
             return
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{name}: {error} Fix the file or delete it to use the model's defaults.") from error
         config.fill_special_ids(self.config)
         self.generation_config = config
 
@@ -662,6 +725,19 @@ class LLaDAGenerationMixin:
         eos = config.eos_token_id
         eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         stop_ids = eos_ids + ([config.eot_token_id] if config.eot_token_id is not None else [])
+        named = [
+            ("mask_token_id", mask_id),
+            ("pad_token_id", config.pad_token_id),
+            ("eot_token_id", config.eot_token_id),
+        ]
+        for name, value in [*named, *(("eos_token_id", e) for e in eos_ids)]:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab
+            ):
+                raise ValueError(
+                    f"{name} ({value!r}) is outside the vocabulary [0, {vocab}) of this model; set it to an id of the "
+                    "model's tokenizer (see the model config)."
+                )
         if (config.logits_eos_inf or config.early_exit) and not eos_ids:
             raise ValueError("logits_eos_inf and early_exit need eos_token_id; set it in the generation config.")
         if config.confidence_eos_eot_inf and not stop_ids:
@@ -686,6 +762,7 @@ class LLaDAGenerationMixin:
             threshold=config.threshold,
             factor=config.factor,
             early_exit=bool(config.early_exit),
+            vocab_size=self.config.vocab_size,
         )
 
     @torch.no_grad()
@@ -715,7 +792,9 @@ class LLaDAGenerationMixin:
                 Receives `put(prompt)`, then `put(block)` with the tokens of each block as it is finished
                 (`(batch, block_length)`, so a `TextStreamer` prints the text), then `end()`. A streamer that also has
                 `on_step(canvas, step=..., prompt_length=...)` gets the whole canvas `(batch, total_length)` after
-                every step (see `llada.streaming.LLaDATerminalStreamer`).
+                every step (see `llada.streaming.LLaDATerminalStreamer`). One with `put_draft` (transformers'
+                `TextDiffusionStreamer`) gets the current block after every step, its masks shown as the model's
+                current proposals.
             generator (`torch.Generator`, *optional*):
                 Source of randomness for `temperature > 0` and `remasking="random"`.
             kwargs:
@@ -725,10 +804,13 @@ class LLaDAGenerationMixin:
 
         Returns:
             `torch.LongTensor` `(batch_size, prompt_length + max_new_tokens)`, or a `LLaDAGenerateOutput`
-            (`sequences`, `history`, `nfe`) when `return_dict_in_generate=True`.
+            (`sequences`, `history`, `nfe`, `tokens_per_forward`) when `return_dict_in_generate=True`.
         """
         if input_ids is None:
             raise ValueError("generate() needs input_ids (batch, prompt_length).")
+        _check_tensor_input(input_ids, "input_ids")
+        if attention_mask is not None:
+            _check_tensor_input(attention_mask, "attention_mask")
         if kwargs.get("max_length") is not None:
             if kwargs.get("max_new_tokens") is not None:
                 raise ValueError("pass max_new_tokens or max_length, not both.")
@@ -744,6 +826,7 @@ class LLaDAGenerationMixin:
         input_ids = input_ids.to(device)
         attention_mask = attention_mask.to(device) if attention_mask is not None else None
         plan = self._plan(config, input_ids, attention_mask)
+        _warn_if_left_padded_without_mask(input_ids, attention_mask, config.pad_token_id)
 
         batch, prompt_length = input_ids.shape
         x = torch.full((batch, plan.total_length), plan.mask_id, dtype=torch.long, device=device)
@@ -763,6 +846,8 @@ class LLaDAGenerationMixin:
 
         history = [] if config.output_history else None
         on_step = getattr(streamer, "on_step", None)
+        put_draft = getattr(streamer, "put_draft", None)  # transformers' TextDiffusionStreamer and its kind
+        takes_logits = bool(getattr(streamer, "_takes_logits", False))
         if streamer is not None:
             streamer.put(input_ids.cpu())
 
@@ -770,10 +855,14 @@ class LLaDAGenerationMixin:
         step_index = 0
         for block in range(plan.num_blocks):
             start, end = plan.window(block)
-            schedule = num_transfer_tokens(x[:, start:end] == plan.mask_id, plan.steps_per_block)  # (B, s)
+            block_masks = x[:, start:end] == plan.mask_id  # (B, W)
+            # Steps beyond the number of masks unmask nothing (the schedule gives them 0 tokens; parallel decoding
+            # finishes the block by then): cap the work by the masks, not by `steps` (steps=10**9 stays cheap).
+            steps_here = min(plan.steps_per_block, int(block_masks.sum(dim=1).max()))
+            schedule = num_transfer_tokens(block_masks, max(1, steps_here))  # (B, s)
             schedule_rows = schedule.T.tolist()  # (s, B) host ints: one sync per block
             cache = None
-            for j in range(plan.steps_per_block):
+            for j in range(steps_here):
                 parallel = plan.threshold is not None or plan.factor is not None
                 if not any(schedule_rows[j]) and not parallel:
                     continue  # no row unmasks anything at this step: skipping it changes nothing
@@ -797,6 +886,11 @@ class LLaDAGenerationMixin:
                     total_length=plan.total_length,
                 )
                 x[:, start:end] = torch.where(transfer, x0, current)
+                if put_draft is not None:  # the block as it would read now: the proposals where masks remain
+                    if takes_logits:
+                        put_draft(logits=logits.cpu())
+                    else:
+                        put_draft(torch.where(x[:, start:end] == plan.mask_id, x0, x[:, start:end]).cpu())
                 if history is not None:
                     history.append(x.clone())
                 if on_step is not None:
@@ -818,7 +912,17 @@ class LLaDAGenerationMixin:
             streamer.end()
         if not config.return_dict_in_generate:
             return x
-        return LLaDAGenerateOutput(sequences=x, history=tuple(history) if history is not None else None, nfe=nfe)
+        canvas = x.new_ones(batch, plan.total_length - prompt_length, dtype=torch.bool)
+        filled = torch.cat((input_ids == plan.mask_id, canvas), dim=1)  # (B, T): what the sampler wrote
+        if config.pad_token_id is not None:
+            filled &= x != config.pad_token_id
+        tokens_per_forward = filled.sum(dim=1) / max(nfe, 1)
+        return LLaDAGenerateOutput(
+            sequences=x,
+            history=tuple(history) if history is not None else None,
+            nfe=nfe,
+            tokens_per_forward=tokens_per_forward,
+        )
 
     @staticmethod
     def _all_finished(x: torch.Tensor, plan: _Plan, end: int) -> bool:
@@ -855,6 +959,29 @@ class LLaDAGenerationMixin:
             validate_inputs=False,
         )
         return out.logits, cache
+
+
+def _warn_if_left_padded_without_mask(input_ids, attention_mask, pad_token_id):
+    """Warn (once) when rows start with the pad id and no attention_mask says it is padding: the padding is then
+    attended to as text, and each row differs from what it would give alone."""
+    if attention_mask is not None or pad_token_id is None or input_ids.shape[0] < 2 or input_ids.shape[1] == 0:
+        return
+    if bool((input_ids[:, 0] == pad_token_id).any()):
+        logger.warning_once(
+            f"Some rows of input_ids start with the pad token ({pad_token_id}) and no attention_mask was passed: the "
+            "padding is read as text, so those rows differ from each prompt alone. Pass the attention_mask of the "
+            "tokenizer (tokenizer(prompts, padding=True, return_tensors='pt')) to generate()."
+        )
+
+
+def _check_tensor_input(value, name: str):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (batch, prompt_length), got {type(value).__name__}; e.g. "
+            f"torch.tensor([ids]) or tokenizer(text, return_tensors='pt').{name}."
+        )
+    if value.is_meta:
+        raise ValueError(f"{name} is on the meta device (no data); pass a tensor on the CPU or the model's device.")
 
 
 def _largest_divisor_at_most(n: int, bound: int) -> int:

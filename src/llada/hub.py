@@ -250,7 +250,14 @@ def training_details(
         base = next((c.__name__ for c in type(trainer).__mro__ if c.__module__.startswith("llada.")), name)
         summary = f"Trained with `{base}`" + (f" (subclass `{name}`)" if base != name else "")
     summary += f" for {steps:,} optimizer steps." if steps else "."
-    return {"summary": summary, "facts": facts, "hyperparameters": _hyperparameters(training_args)}
+    # A trainer for another objective (e.g. `LLaDAVRPOTrainer`) describes its method in a paragraph of its own.
+    method = trainer.model_card_method() if hasattr(trainer, "model_card_method") else None
+    return {
+        "summary": summary,
+        "method": method,
+        "facts": facts,
+        "hyperparameters": _hyperparameters(training_args),
+    }
 
 
 def _hyperparameters(args: Any) -> list[tuple[str, str]]:
@@ -282,6 +289,35 @@ def _hyperparameters(args: Any) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------------------------------
 # The card
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def is_moe_config(config: dict) -> bool:
+    """A LLaDA-MoE `config.json` (its `model_type` is "llada" like the dense model's)."""
+    return "num_experts" in config or "LLaDAMoEModelLM" in (config.get("architectures") or ())
+
+
+def moe_architecture_rows(config: dict, facts) -> list[tuple[str, object]]:
+    """The model card's and `llada info`'s architecture rows of a LLaDA-MoE config."""
+    layers = config.get("num_hidden_layers")
+    freq = config.get("moe_layer_freq") or [1] * (layers or 0)
+    heads = config.get("num_attention_heads")
+    return [
+        ("parameters", _format_count(facts.num_parameters)),
+        ("weights dtype", facts.dtype or "unknown"),
+        ("layers (MoE / dense)", f"{layers} ({sum(1 for f in freq if f)} / {sum(1 for f in freq if not f)})"),
+        ("hidden size", config.get("hidden_size")),
+        ("attention heads / key-value heads", f"{heads} / {config.get('num_key_value_heads') or heads}"),
+        ("routed experts / per token", f"{config.get('num_experts')} / {config.get('num_experts_per_tok')}"),
+        (
+            "expert / shared expert / dense MLP width",
+            f"{config.get('expert_intermediate_size')} / "
+            f"{config.get('shared_expert_intermediate_size')} / {config.get('dense_intermediate_size')}",
+        ),
+        ("vocabulary", config.get("vocab_size")),
+        ("max sequence length", config.get("max_position_embeddings")),
+        ("RoPE theta", config.get("rope_theta")),
+        ("mask token id", config.get("mask_token_id")),
+    ]
 
 
 def build_model_card(
@@ -361,18 +397,21 @@ def build_model_card(
         for key, default in _SNIPPET_OPTIONS.items()
     ]
     kv_heads = config.get("n_kv_heads") or config.get("n_heads")
-    architecture = [
-        ("parameters", _format_count(facts.num_parameters)),
-        ("weights dtype", facts.dtype or "unknown"),
-        ("layers", config.get("n_layers")),
-        ("hidden size (`d_model`)", config.get("d_model")),
-        ("attention heads / key-value heads", f"{config.get('n_heads')} / {kv_heads}"),
-        ("MLP hidden size", config.get("mlp_hidden_size")),
-        ("vocabulary / embedding rows", f"{config.get('vocab_size')} / {config.get('embedding_size')}"),
-        ("max sequence length", config.get("max_sequence_length")),
-        ("RoPE theta", config.get("rope_theta")),
-        ("mask token id", config.get("mask_token_id")),
-    ]
+    if is_moe_config(config):
+        architecture = moe_architecture_rows(config, facts)
+    else:
+        architecture = [
+            ("parameters", _format_count(facts.num_parameters)),
+            ("weights dtype", facts.dtype or "unknown"),
+            ("layers", config.get("n_layers")),
+            ("hidden size (`d_model`)", config.get("d_model")),
+            ("attention heads / key-value heads", f"{config.get('n_heads')} / {kv_heads}"),
+            ("MLP hidden size", config.get("mlp_hidden_size")),
+            ("vocabulary / embedding rows", f"{config.get('vocab_size')} / {config.get('embedding_size')}"),
+            ("max sequence length", config.get("max_sequence_length")),
+            ("RoPE theta", config.get("rope_theta")),
+            ("mask token id", config.get("mask_token_id")),
+        ]
     training = training_details(
         trainer=trainer,
         trainer_state=facts.trainer_state if trainer is None else None,
@@ -449,7 +488,12 @@ def stage_for_hub(
         config = json.loads((staging / "config.json").read_text())
         if config.get("model_type") == "llada" and not all((staging / name).is_file() for name in HUB_CORE_FILES):
             copy_hub_core_files(staging)
-            config["auto_map"] = dict(AUTO_MAP)
+            if is_moe_config(config):
+                from .modeling_llada_moe import MOE_AUTO_MAP
+
+                config["auto_map"] = dict(MOE_AUTO_MAP)
+            else:
+                config["auto_map"] = dict(AUTO_MAP)
             (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     else:
         model_or_folder.save_pretrained(staging, max_shard_size=max_shard_size)

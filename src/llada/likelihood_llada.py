@@ -36,8 +36,10 @@ LIKELIHOOD_ESTIMATORS = ("published", "stratified")
 
 
 def _as_id_list(x, what: str) -> list[torch.Tensor]:
-    """Normalizes one sequence or a list of sequences to a list of 1D int64 CPU tensors."""
+    """Normalizes one sequence or a list of sequences to a list of 1D int64 CPU tensors (float ids are an error,
+    never truncated)."""
     if isinstance(x, torch.Tensor):
+        _check_integer_ids(x, what)
         if x.dim() == 1:
             return [x.detach().long().cpu()]
         if x.dim() == 2:
@@ -47,11 +49,24 @@ def _as_id_list(x, what: str) -> list[torch.Tensor]:
         )
     if isinstance(x, Sequence) and not isinstance(x, str):
         if len(x) == 0 or not isinstance(x[0], (torch.Tensor, Sequence)):
-            return [torch.tensor(list(x), dtype=torch.long)]
-        return [torch.as_tensor(item, dtype=torch.long).flatten().cpu() for item in x]
+            return [_check_integer_ids(torch.as_tensor(list(x)), what).long()]
+        return [_check_integer_ids(torch.as_tensor(item), what).long().flatten().cpu() for item in x]
     raise ValueError(
         f"{what} must be token ids (a tensor or a list of ints) or a list of them, got {type(x).__name__}."
     )
+
+
+def _check_integer_ids(ids: torch.Tensor, what: str) -> torch.Tensor:
+    # An empty list becomes a float tensor: nothing to round there.
+    if ids.numel() and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
+        example = ids.flatten()[:3].tolist() if not ids.is_meta else "meta"
+        raise TypeError(
+            f"{what} must hold integer token ids, got dtype {ids.dtype} (e.g. {example}); ids are never rounded: "
+            "pass the tokenizer's ids (torch.long)."
+        )
+    if ids.is_meta:
+        raise ValueError(f"{what} is on the meta device (no data); pass token ids on the CPU.")
+    return ids
 
 
 class _PairRows:
@@ -246,9 +261,9 @@ class LLaDALikelihoodMixin:
     def _check_likelihood_args(self, prompts, answers, mc_num, batch_size, cfg_scale, estimator, max_batch_tokens):
         if estimator not in LIKELIHOOD_ESTIMATORS:
             raise ValueError(f"estimator ({estimator!r}) must be one of {LIKELIHOOD_ESTIMATORS}.")
-        if not isinstance(mc_num, int) or mc_num < 1:
+        if isinstance(mc_num, bool) or not isinstance(mc_num, int) or mc_num < 1:
             raise ValueError(f"mc_num ({mc_num}) must be a positive integer, e.g. 128.")
-        if not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
+        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens ({max_batch_tokens}) must be a positive integer, e.g. 8192.")
         if estimator == "published":
             if not isinstance(batch_size, int) or batch_size < 1:
@@ -259,10 +274,15 @@ class LLaDALikelihoodMixin:
                     f"mc_num ({mc_num}) must be a multiple of batch_size ({batch_size}) for the published estimator; "
                     f"use mc_num={up}, or estimator='stratified', which accepts any mc_num."
                 )
+        if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)):
+            raise TypeError(f"cfg_scale ({cfg_scale!r}) must be a number >= 0 (0 disables classifier-free guidance).")
+        if not math.isfinite(cfg_scale):
+            raise ValueError(f"cfg_scale ({cfg_scale}) must be a finite number (0 disables classifier-free guidance).")
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale ({cfg_scale}) must be >= 0 (0 disables classifier-free guidance).")
         max_len = self.config.max_sequence_length
         vocab = self.config.padded_vocab_size
+        mask_id = self.config.mask_token_id
         for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
             if a.numel() == 0:
                 raise ValueError(f"answer {i} is empty; its log-likelihood is 0: drop the pair or give an answer.")
@@ -282,6 +302,14 @@ class LLaDALikelihoodMixin:
                 raise ValueError(
                     f"pair {i} holds token id {bad}, outside the vocabulary [0, {vocab}); check that the tokenizer "
                     "matches the model."
+                )
+            # A mask inside the prompt is a hole the model conditions on; inside the answer it would be scored as a
+            # token (the model never predicts it), a meaningless number.
+            if mask_id is not None and bool((a == mask_id).any()):
+                where = (a == mask_id).nonzero()[0, 0].item()
+                raise ValueError(
+                    f"answer {i} holds the mask token id {mask_id} (at answer position {where}); the likelihood of a "
+                    "mask token is meaningless: remove it from the answer (mask ids are allowed in the prompt)."
                 )
 
 

@@ -51,6 +51,30 @@ def forward_mask(
     return masked
 
 
+def _token_weights(row_of_token: torch.Tensor, p: torch.Tensor, answer_length: torch.Tensor) -> torch.Tensor:
+    """(N,) weight 1 / (p |answer|) of each masked token, from its row's p and answer length."""
+    return 1.0 / (p[row_of_token] * answer_length[row_of_token].to(p.dtype))
+
+
+def diffusion_loss_rows(
+    token_nll: torch.Tensor, row_of_token: torch.Tensor, p: torch.Tensor, answer_length: torch.Tensor
+) -> torch.Tensor:
+    """(B,) per row: [ sum over the row's masked tokens of CE / p ] / |answer|  (DESIGN section 5), in float32.
+
+    The per-sample term of the diffusion bound: its mean over rows is the training loss; minus it is a one-sample
+    Monte Carlo estimate of the (per-token) ELBO of the row's answer, which preference optimization (VRPO) averages.
+
+    Args:
+        token_nll: (N,) cross-entropy of each masked token.
+        row_of_token: (N,) row index of each masked token.
+        p: (B,) masking probability of each row (for exact-count masks of l of L tokens, p = l / L).
+        answer_length: (B,) number of maskable (response) tokens of each row.
+    """
+    weight = _token_weights(row_of_token, p, answer_length)
+    rows = torch.zeros(p.shape[0], dtype=torch.float32, device=token_nll.device)
+    return rows.index_add_(0, row_of_token, token_nll.float() * weight)
+
+
 def diffusion_loss_sum(
     token_nll: torch.Tensor, row_of_token: torch.Tensor, p: torch.Tensor, answer_length: torch.Tensor
 ) -> torch.Tensor:
@@ -58,15 +82,9 @@ def diffusion_loss_sum(
 
     Divide by the number of rows (globally, across accumulation steps and processes) to get the loss. With every
     position maskable, |answer| = L and this is the pretraining loss sum CE / p / L; with prompts excluded it is
-    the SFT loss.
-
-    Args:
-        token_nll: (N,) cross-entropy of each masked token.
-        row_of_token: (N,) row index of each masked token.
-        p: (B,) masking probability of each row.
-        answer_length: (B,) number of maskable (response) tokens of each row.
+    the SFT loss. Arguments as `diffusion_loss_rows`.
     """
-    weight = 1.0 / (p[row_of_token] * answer_length[row_of_token].to(p.dtype))
+    weight = _token_weights(row_of_token, p, answer_length)
     return (token_nll.float() * weight).sum()
 
 
@@ -100,11 +118,21 @@ def stratified_mask_counts(answer_length: int, batch_size: int, k: int) -> torch
 
 
 def mask_exact_counts(
-    counts: torch.Tensor, length: int, device=None, generator: torch.Generator | None = None
+    counts: torch.Tensor,
+    length: int,
+    device=None,
+    generator: torch.Generator | None = None,
+    maskable: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, length) bool: row j has exactly counts[j] True entries at uniformly random positions."""
+    """(B, length) bool: row j has exactly counts[j] True entries at uniformly random positions.
+
+    With `maskable` ((B, length) bool), the positions are drawn among the row's maskable ones only (counts[j] must
+    not exceed them).
+    """
     counts = counts.to(device)
     scores = torch.rand(counts.shape[0], length, device=device, generator=generator)
+    if maskable is not None:
+        scores = scores.masked_fill(~maskable.to(scores.device), 2.0)  # never-maskable positions rank last
     ranks = scores.argsort(dim=1).argsort(dim=1)  # a uniformly random permutation per row
     return ranks < counts[:, None]
 
@@ -154,6 +182,7 @@ def tiled_exact_masks(counts: torch.Tensor, length: int, generator: torch.Genera
 
 __all__ = [
     "MASK_EPS",
+    "diffusion_loss_rows",
     "diffusion_loss_sum",
     "forward_mask",
     "mask_exact_counts",

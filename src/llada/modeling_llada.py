@@ -15,6 +15,8 @@ Hub core: copied next to saved weights; imports only torch, transformers and its
 
 import os
 import shutil
+import uuid
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +30,7 @@ from transformers.utils import ModelOutput
 from .configuration_llada import LLaDAConfig
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
+from .rope_llada import rope_frequencies, rotary_cos_sin
 
 
 class LLaDARMSNorm(nn.Module):
@@ -46,19 +49,6 @@ class LLaDARMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
-
-
-def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles, float32, shape (B or 1, T, head_dim) in the half-split layout.
-
-    Computed from the positions on every call (no buffer): cheap, and nothing to re-initialise after a meta-device
-    load.
-    """
-    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim
-    inv_freq = 1.0 / (theta**exponents)
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-    return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -127,6 +117,101 @@ def padding_mask_for(implementation: str, attention_mask: torch.Tensor | None, q
     if implementation == "sdpa":
         return keep
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) rotary positions that restart at 0 where each document (a run of equal `document_ids`) begins."""
+    index = torch.arange(document_ids.shape[1], device=document_ids.device)[None].expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, 0).cummax(dim=1).values  # start of the document of each position
+    return index - first
+
+
+def check_document_ids(document_ids: torch.Tensor, batch: int, total_len: int, contiguity: bool = True):
+    """A document layout must be (B, total length) integers with each document one contiguous run (checked with
+    one host sync when `contiguity`)."""
+    if not isinstance(document_ids, torch.Tensor) or document_ids.dtype.is_floating_point or document_ids.dim() != 2:
+        raise ValueError(
+            "LLaDA: document_ids must be an integer tensor (batch, sequence) giving each token's document, got "
+            f"{type(document_ids).__name__} {getattr(document_ids, 'dtype', '')} "
+            f"{tuple(getattr(document_ids, 'shape', ()))}."
+        )
+    if tuple(document_ids.shape) != (batch, total_len):
+        raise ValueError(
+            f"LLaDA: document_ids has shape {tuple(document_ids.shape)} but must match the rows, (batch, sequence) = "
+            f"({batch}, {total_len})."
+        )
+    if not contiguity:
+        return
+    runs = 1 + (document_ids[:, 1:] != document_ids[:, :-1]).sum(dim=1)
+    ordered = document_ids.sort(dim=1).values
+    distinct = 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
+    if bool((runs != distinct).any()):
+        row = int((runs != distinct).nonzero()[0, 0])
+        raise ValueError(
+            f"LLaDA: document_ids row {row} has a document split into several runs ({document_ids[row].tolist()}); "
+            "each document must be one contiguous run of positions (number them 0, 0, 1, 1, 1, 2, ...)."
+        )
+
+
+def document_mask_for(
+    implementation: str,
+    document_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    window_start: int,
+    q_len: int,
+    dtype: torch.dtype,
+):
+    """Attention restricted to each query's own document (and to real keys when `attention_mask` is given).
+
+    `document_ids` is (B, Tk) over the whole sequence; the queries are positions window_start..window_start+q_len-1.
+    flex: a `BlockMask`; sdpa: a boolean (B, 1, Tq, Tk); eager: an additive float mask. A padding query whose
+    document has no real key sees itself, so no row is empty.
+    """
+    if implementation is not None and implementation.startswith(("flash_attention", "kernels-community")):
+        raise ValueError(
+            f"LLaDA: document_ids (document masking) is not implemented for attn_implementation={implementation!r}; "
+            "load the model with attn_implementation='flex_attention', 'sdpa' or 'eager'."
+        )
+    keys_kept = attention_mask.bool() if attention_mask is not None else None  # (B, Tk)
+    batch, key_len = document_ids.shape
+    if implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def same_document(b, h, q, kv):
+            keep = document_ids[b, q + window_start] == document_ids[b, kv]
+            if keys_kept is not None:
+                keep = keep & (keys_kept[b, kv] | (q + window_start == kv))
+            return keep
+
+        return create_block_mask(same_document, batch, None, q_len, key_len, device=document_ids.device)
+    queries = document_ids[:, window_start : window_start + q_len]
+    keep = (queries[:, :, None] == document_ids[:, None, :])[:, None]  # (B, 1, Tq, Tk)
+    if keys_kept is not None:
+        diagonal = torch.arange(q_len, device=keep.device)[:, None] + window_start == torch.arange(
+            key_len, device=keep.device
+        )
+        keep = keep & (keys_kept[:, None, None, :] | diagonal)
+    if implementation == "sdpa":
+        return keep
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def select_positions(h: torch.Tensor, logits_to_keep) -> torch.Tensor:
+    """The hidden states (B, T, d) where the LM head runs, as `logits_to_keep` selects (see `LLaDAModelLM.forward`)."""
+    if logits_to_keep is None:
+        return h
+    if isinstance(logits_to_keep, int):
+        return h[:, -logits_to_keep:] if logits_to_keep > 0 else h
+    if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
+        if logits_to_keep.shape != h.shape[:2]:
+            raise ValueError(
+                f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
+                f"{tuple(logits_to_keep.shape)}."
+            )
+        return h[logits_to_keep]  # (N, d)
+    return h[:, logits_to_keep]
 
 
 class LLaDAKVCache:
@@ -198,8 +283,9 @@ class LLaDABlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         past_key_values: LLaDAKVCache | None = None,
         window_start: int = 0,
+        output_attentions: bool = False,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         b, t, _ = hidden_states.shape
         x = self.attn_norm(hidden_states)
         q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -210,8 +296,9 @@ class LLaDABlock(GradientCheckpointingLayer):
         k = apply_rotary(k, cos, sin, self.config.rope_full_precision)
         if past_key_values is not None:
             k, v = past_key_values.splice(self.layer_idx, window_start, k, v)  # (B, Hkv, Tk, hd)
-        attend = attention_function(self.config._attn_implementation)
-        attn, _ = attend(
+        # The attention probabilities exist only on the eager path: it serves the calls that ask for them.
+        attend = eager_attention_forward if output_attentions else attention_function(self.config._attn_implementation)
+        attn, weights = attend(
             self,
             q,
             k,
@@ -226,7 +313,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         h = hidden_states + self.dropout(self.attn_out(attn))
         n = self.ff_norm(h)
         y = h + self.dropout(self.ff_out(F.silu(self.ff_proj(n)) * self.up_proj(n)))
-        return y, k, v
+        return y, k, v, weights if output_attentions else None
 
 
 @dataclass
@@ -235,11 +322,14 @@ class LLaDAModelOutput(ModelOutput):
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`): after `ln_f`.
     past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): with `output_attentions=True`, each block's attention
+        probabilities `(batch_size, n_heads, query_length, key_length)`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     past_key_values: LLaDAKVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -249,11 +339,13 @@ class LLaDAOutput(ModelOutput):
         `logits_to_keep` (see `LLaDAModelLM.forward`). Position i predicts token i (no shift).
     past_key_values (`LLaDAKVCache`, *optional*): keys/values of the whole sequence when `use_cache=True`.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): the embeddings and each block's output.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): each block's attention probabilities (see `LLaDAModelOutput`).
     """
 
     logits: torch.FloatTensor | None = None
     past_key_values: LLaDAKVCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 #: The files that travel with a checkpoint so that `trust_remote_code=True` loads it without this package.
@@ -263,6 +355,9 @@ HUB_CORE_FILES = (
     "generation_llada.py",
     "masking_llada.py",
     "likelihood_llada.py",
+    "rope_llada.py",
+    "configuration_llada_moe.py",
+    "modeling_llada_moe.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_llada.LLaDAConfig",
@@ -282,6 +377,59 @@ def copy_hub_core_files(save_directory: str | os.PathLike) -> list[str]:
             shutil.copyfile(os.path.join(here, name), target)
         written.append(target)
     return written
+
+
+def _local_model_folder(pretrained_model_name_or_path, kwargs) -> str | None:
+    """The local folder `from_pretrained` reads (None for a Hub id); one without config.json is refused (instead of
+    building the 8B default and failing on sizes)."""
+    if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+        return None
+    folder = os.path.normpath(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or ""))
+    if not os.path.isdir(folder):
+        return None
+    if kwargs.get("config") is None and not os.path.isfile(os.path.join(folder, "config.json")):
+        raise OSError(
+            f"{folder} has no config.json, so it does not hold a model; pass a folder written by save_pretrained "
+            "(or config=LLaDAConfig(...))."
+        )
+    return folder
+
+
+class LLaDAMissingWeightsWarning(UserWarning):
+    """`from_pretrained` built parameters that the checkpoint does not hold: they are random, and the model's outputs
+    are meaningless (typically a `config.json` that does not describe the weights). The `llada` CLI makes it an
+    error; `warnings.simplefilter("error", LLaDAMissingWeightsWarning)` does the same in Python."""
+
+
+#: Weight files that `save_pretrained` may write; an older save's ones that a new save did not write are removed.
+_WEIGHT_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model")
+
+
+def _atomic_save(save_directory: str, write) -> None:
+    """Call `write(folder)` on a hidden temporary sibling of `save_directory`, then move its files in.
+
+    A failure while writing (full disk, a killed process) leaves the old checkpoint untouched and no temporary folder
+    behind; a new folder appears at once (a rename). Into an existing folder the finished files are moved with
+    renames, and weight files of an older save that the new one did not write are removed.
+    """
+    target = os.path.abspath(save_directory)
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, f".{name}.saving-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(temporary)
+        write(temporary)
+        if not os.path.isdir(target):
+            os.replace(temporary, target)
+            return
+        written = sorted(os.listdir(temporary), key=lambda f: f == "config.json")  # config.json last
+        for stale in os.listdir(target):
+            if stale.startswith(_WEIGHT_FILE_PREFIXES) and stale not in written:
+                os.remove(os.path.join(target, stale))
+        for file in written:
+            os.replace(os.path.join(temporary, file), os.path.join(target, file))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 class LLaDAPreTrainedModel(PreTrainedModel):
@@ -318,10 +466,55 @@ class LLaDAPreTrainedModel(PreTrainedModel):
                 "LLaDA: save_pretrained(push_to_hub=True) would upload before the code files are written; call "
                 "model.push_to_hub(repo_id) instead."
             )
+        if os.path.exists(save_directory) and not os.path.isdir(save_directory):
+            raise ValueError(
+                f"LLaDA: save_pretrained({str(save_directory)!r}): this path is a file; save_pretrained writes a "
+                "folder (config, weights, code files). Pass a folder path, or remove the file."
+            )
         self.config.auto_map = dict(AUTO_MAP)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            copy_hub_core_files(save_directory)
+        if not kwargs.get("is_main_process", True):  # other processes of a distributed run write nothing of their own
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+
+        def write(folder):
+            super(LLaDAPreTrainedModel, self).save_pretrained(folder, *args, **kwargs)
+            copy_hub_core_files(folder)
+
+        # Atomic per folder: a save that fails halfway (full disk) never leaves new config beside old weights.
+        _atomic_save(str(save_directory), write)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus a `LLaDAMissingWeightsWarning` naming the parameters that the
+        checkpoint does not hold (they stay random), so that a config that does not describe the weights is never a
+        silently random model; and loading errors that name the file: a local folder without `config.json` is refused
+        (instead of building the 8B default), unreadable weights name their file."""
+        want_info = kwargs.pop("output_loading_info", False)
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        folder = _local_model_folder(source, kwargs)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) if folder else []
+            where = ", ".join(os.path.join(folder, f) for f in files) if files else str(source)
+            raise OSError(
+                f"cannot read the weights in {where}: {error}; the file is damaged or incomplete, download or save it "
+                "again."
+            ) from error
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            warnings.warn(
+                LLaDAMissingWeightsWarning(
+                    f"LLaDA: the checkpoint {source} does not hold {len(missing)} parameters of the model built from "
+                    f"its config ({shown}); they are randomly initialized and the outputs are meaningless. Check that "
+                    "config.json describes the weights (n_layers, d_model, weight_tying, ...)."
+                ),
+                stacklevel=2,
+            )
+        return (model, info) if want_info else model
 
 
 class LLaDAModel(LLaDAPreTrainedModel):
@@ -365,7 +558,9 @@ class LLaDAModel(LLaDAPreTrainedModel):
                 f"LLaDA: attention_mask has shape {tuple(attention_mask.shape)} but must be (batch, sequence) = "
                 f"({ref.shape[0]}, {total_len}), with 1 for real tokens and 0 for padding."
             )
-        if validate_inputs and input_ids is not None and input_ids.numel() > 0:
+        # The check reads the ids on the host: skipped while torch.compile / torch.export trace the forward pass.
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if validate_inputs and not tracing and input_ids is not None and input_ids.numel() > 0:
             lo, hi = int(input_ids.min()), int(input_ids.max())
             size = self.config.padded_vocab_size
             if lo < 0 or hi >= size:
@@ -387,6 +582,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         validate_inputs: bool = True,
+        document_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> LLaDAModelOutput | tuple:
         r"""
@@ -408,12 +604,13 @@ class LLaDAModel(LLaDAPreTrainedModel):
             validate_inputs (`bool`, *optional*, defaults to `True`):
                 Check that the ids are inside the vocabulary (one host sync). Hot loops that validated their
                 input once pass `False`.
+            document_ids (`torch.LongTensor` of shape `(batch_size, total_length)`, *optional*):
+                Packed rows: the document of each token (each document one contiguous run). Attention stays within
+                a document and, unless `position_ids` is given, rotary positions restart at 0 in each document, so
+                each document is computed as if it were alone. `None`: one document per row.
         """
-        if kwargs.get("output_attentions"):
-            raise ValueError(
-                "LLaDA: output_attentions is not supported (the attention backends do not return weights); use "
-                "output_hidden_states=True, or hooks on the blocks."
-            )
+        output_attentions = kwargs.pop("output_attentions", None)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -444,25 +641,38 @@ class LLaDAModel(LLaDAPreTrainedModel):
         else:
             total_len = window
         self._check_inputs(input_ids, inputs_embeds, attention_mask, total_len, validate_inputs)
+        if document_ids is not None:
+            batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+            check_document_ids(document_ids, batch, total_len, contiguity=validate_inputs)
 
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
         x = self.transformer.emb_drop(x)  # (B, T, d)
-        if position_ids is None:
+        if position_ids is None and document_ids is not None:
+            position_ids = document_positions(document_ids)[:, window_start : window_start + window]
+        elif position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
-        position_embeddings = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
-        mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
+        position_embeddings = rotary_cos_sin(position_ids, *rope_frequencies(self.config, total_len, x.device))
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        if document_ids is not None:
+            mask = document_mask_for(implementation, document_ids, attention_mask, window_start, window, x.dtype)
+        else:
+            mask = padding_mask_for(implementation, attention_mask, window, x.dtype)
 
         hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
         keys, values = [], []
         for block in self.transformer.blocks:
-            x, k, v = block(
+            x, k, v, weights = block(
                 x,
                 position_embeddings,
                 mask,
                 past_key_values=past_key_values,
                 window_start=window_start,
+                output_attentions=output_attentions,
                 **kwargs,
             )
+            if output_attentions:
+                attentions += (weights,)
             if use_cache:
                 keys.append(k)
                 values.append(v)
@@ -471,8 +681,10 @@ class LLaDAModel(LLaDAPreTrainedModel):
         x = self.transformer.ln_f(x)
         cache = LLaDAKVCache(keys, values) if use_cache else None
         if not return_dict:
-            return tuple(v for v in (x, cache, hidden_states) if v is not None)
-        return LLaDAModelOutput(last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states)
+            return tuple(v for v in (x, cache, hidden_states, attentions) if v is not None)
+        return LLaDAModelOutput(
+            last_hidden_state=x, past_key_values=cache, hidden_states=hidden_states, attentions=attentions
+        )
 
 
 class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMixin):
@@ -487,6 +699,24 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         self.model = LLaDAModel(config)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a LLaDA-MoE checkpoint (same `model_type`) gives `LLaDAMoEModelLM`."""
+        config = kwargs.get("config")
+        _local_model_folder(pretrained_model_name_or_path, kwargs)
+        if cls is LLaDAModelLM and config is None and pretrained_model_name_or_path is not None:
+            hub = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+            config = LLaDAConfig.from_pretrained(
+                pretrained_model_name_or_path, **{k: kwargs[k] for k in hub if k in kwargs}
+            )
+        # Duck-typed: with trust_remote_code, transformers may load the config module twice (two LLaDAConfig classes).
+        if cls is LLaDAModelLM and getattr(config, "num_experts", None) is not None:
+            from .modeling_llada_moe import LLaDAMoEModelLM
+
+            kwargs["config"] = config
+            return LLaDAMoEModelLM.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer.wte
 
@@ -498,6 +728,15 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
 
     def set_output_embeddings(self, value: nn.Linear):
         self.model.transformer.ff_out = value
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """`PreTrainedModel.resize_token_embeddings`, keeping the published field layout: `vocab_size` is the
+        number of tokens asked for, `embedding_size` the rows of the (padded) table and head."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        rows = embeddings.weight.shape[0]
+        self.config.embedding_size = rows
+        self.config.vocab_size = min(new_num_tokens, rows) if new_num_tokens is not None else rows
+        return embeddings
 
     def forward(
         self,
@@ -516,7 +755,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
         **kwargs,
     ) -> LLaDAOutput | tuple:
         r"""
-        Arguments are those of `LLaDAModel.forward`, plus:
+        Arguments are those of `LLaDAModel.forward` (including `document_ids` for packed rows), plus:
 
             logits_to_keep (`int`, `slice` or `torch.Tensor`, *optional*):
                 Where to apply the LM head. `None`: every position, logits `(B, T, V)`. An `int` n: the last n
@@ -553,24 +792,16 @@ class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMi
             validate_inputs=validate_inputs,
             **kwargs,
         )
-        h = out.last_hidden_state  # (B, T, d)
-        if logits_to_keep is None:
-            pass
-        elif isinstance(logits_to_keep, int):
-            h = h[:, -logits_to_keep:] if logits_to_keep > 0 else h
-        elif isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dtype == torch.bool:
-            if logits_to_keep.shape != h.shape[:2]:
-                raise ValueError(
-                    f"LLaDA: a boolean logits_to_keep must have the input's shape {tuple(h.shape[:2])}, got "
-                    f"{tuple(logits_to_keep.shape)}."
-                )
-            h = h[logits_to_keep]  # (N, d)
-        else:
-            h = h[:, logits_to_keep]
+        h = select_positions(out.last_hidden_state, logits_to_keep)
         logits = F.linear(h, self.model.head_weight())
         if not return_dict:
-            return tuple(v for v in (logits, out.past_key_values, out.hidden_states) if v is not None)
-        return LLaDAOutput(logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states)
+            return tuple(v for v in (logits, out.past_key_values, out.hidden_states, out.attentions) if v is not None)
+        return LLaDAOutput(
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
 
-__all__ = ["LLaDAKVCache", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]
+__all__ = ["LLaDAKVCache", "LLaDAMissingWeightsWarning", "LLaDAModel", "LLaDAModelLM", "LLaDAPreTrainedModel"]

@@ -33,6 +33,7 @@ def load_demo_model(device: str = "cpu", dtype=None):
             f"The demo model is missing from this installation ({DEMO_MODEL_DIR}); remake it with "
             "examples/train_demo_model.py."
         )
+    # float32 is also what config.json says (the weights are stored in bfloat16)
     model = LLaDAModelLM.from_pretrained(DEMO_MODEL_DIR, dtype=dtype or torch.float32).to(device).eval()
     return model, AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
 

@@ -11,13 +11,14 @@ module and then runs lm-eval's own command line:
 or, from Python, `import llada.evaluation.lm_eval_model` before `lm_eval.simple_evaluate(model="llada", ...)`.
 
 Model arguments (`--model_args k=v,...`): `pretrained` (folder or Hub id), `tokenizer` (default: `pretrained`),
-`dtype` (`auto`, `bfloat16`, `float16`, `float32`), `device`, `mc_num` (128), `mc_batch_size` (16: the published
-estimator's stratification group), `estimator` (`published` or `stratified`), `cfg_scale` (0), `max_batch_tokens`
-(8192), `seed` (1234), `check_greedy` (False), `context_length` (0; for `loglikelihood_rolling`), `max_length`
-(default: the model's), and the sampler's defaults for `generate_until`: `max_new_tokens` (256), `steps`
-(default: `max_new_tokens`), `block_length` (default: `max_new_tokens`), `temperature` (0), `remasking`
-(`low_confidence`), `gen_cfg_scale` (0). A task's `generation_kwargs` override them per request (`max_gen_toks`,
-`until`, `temperature`, `steps`, `block_length`, `remasking`, `cfg_scale`).
+`dtype` (`auto`, `bfloat16`, `float16`, `float32`), `device`, `mc_num` (128), `mc_batch_size` (the published
+estimator's stratification group: 16, or the largest divisor of `mc_num` below 16), `estimator` (`published` or
+`stratified`), `cfg_scale` (0), `max_batch_tokens` (8192), `seed` (1234), `check_greedy` (False), `context_length`
+(0; for `loglikelihood_rolling`), `max_length` (default: the model's), and the sampler's defaults for
+`generate_until`: `max_new_tokens` (256), `steps` (default: `max_new_tokens`), `block_length` (default:
+`max_new_tokens`), `temperature` (0), `remasking` (`low_confidence`), `gen_cfg_scale` (0). A task's
+`generation_kwargs` override them per request (`max_gen_toks`, `until`, `temperature`, `steps`, `block_length`,
+`remasking`, `cfg_scale`).
 
 `is_greedy` (used by a few tasks' `acc` of exact continuations) is computed only with `check_greedy=True`: the
 answer is greedy when the published low-confidence sampler, unmasking one token per step, reproduces it exactly
@@ -26,6 +27,7 @@ answer is greedy when the published low-confidence sampler, unmasking one token 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import torch
@@ -35,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .perplexity import chunk_pairs
 
+logger = logging.getLogger(__name__)
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -55,7 +58,7 @@ class LLaDAEvalHarness(LM):
         dtype: str = "auto",
         device: str | None = None,
         mc_num: int = 128,
-        mc_batch_size: int = 16,
+        mc_batch_size: int | None = None,
         estimator: str = "published",
         cfg_scale: float = 0.0,
         max_batch_tokens: int = 8192,
@@ -78,7 +81,10 @@ class LLaDAEvalHarness(LM):
 
         from ..modeling_llada import LLaDAModelLM
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            if device is not None:  # lm-eval's own --device defaults to cuda: use the CPU when there is none
+                logger.warning(f"llada: device {device!r} is not available here; running on the CPU")
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if isinstance(pretrained, PreTrainedModel):
             model = pretrained
         else:
@@ -99,6 +105,8 @@ class LLaDAEvalHarness(LM):
         self.tokenizer = tokenizer
         self._device = torch.device(device)
         self.mc_num = int(mc_num)
+        if mc_batch_size is None:  # the published group of 16, or the largest divisor of mc_num below it
+            mc_batch_size = max(d for d in range(1, min(16, self.mc_num) + 1) if self.mc_num % d == 0)
         self.mc_batch_size = int(mc_batch_size)
         self.estimator = estimator
         self.cfg_scale = float(cfg_scale)
@@ -123,6 +131,10 @@ class LLaDAEvalHarness(LM):
                 f"mc_num ({self.mc_num}) must be a multiple of mc_batch_size ({self.mc_batch_size}) for the "
                 "published estimator; change one of them or use estimator=stratified."
             )
+
+    def _bar_disabled(self, disable_tqdm: bool) -> bool | None:
+        """tqdm's `disable`: off when asked or off rank 0, else None (drawn only when stderr is a terminal)."""
+        return True if disable_tqdm or self.rank != 0 else None
 
     @property
     def device(self):
@@ -208,7 +220,7 @@ class LLaDAEvalHarness(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         pairs = [self.encode_pair(*request.args) for request in requests]
         scores = []
-        bar = tqdm(total=len(pairs), desc="loglikelihood", disable=disable_tqdm or self.rank != 0)
+        bar = tqdm(total=len(pairs), desc="loglikelihood", disable=self._bar_disabled(disable_tqdm))
         for start in range(0, len(pairs), self.requests_per_call):
             part = pairs[start : start + self.requests_per_call]
             scores += self._score([p for p, _ in part], [a for _, a in part])
@@ -225,7 +237,7 @@ class LLaDAEvalHarness(LM):
         """The bound of each whole text: chunks of `max_length - context_length` tokens, each given up to
         `context_length` preceding tokens (see `llada.evaluation.perplexity`)."""
         results = []
-        for request in tqdm(requests, desc="loglikelihood_rolling", disable=disable_tqdm or self.rank != 0):
+        for request in tqdm(requests, desc="loglikelihood_rolling", disable=self._bar_disabled(disable_tqdm)):
             (text,) = request.args[:1]
             pairs = chunk_pairs(self._encode(text), self.max_length - self.context_length, self.context_length)
             score = sum(self._score([p for p, _ in pairs], [a for _, a in pairs]))
@@ -267,7 +279,7 @@ class LLaDAEvalHarness(LM):
         results = [""] * len(requests)
         pad_id = self.model.config.pad_token_id
         pad_id = self.model.config.eos_token_id if pad_id is None else pad_id
-        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm or self.rank != 0)
+        bar = tqdm(total=len(requests), desc="generate_until", disable=self._bar_disabled(disable_tqdm))
         for indices in jobs.values():
             for start in range(0, len(indices), self.requests_per_call):
                 part = indices[start : start + self.requests_per_call]

@@ -98,7 +98,7 @@ def bound_perplexity(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc="perplexity", unit="chunk")
+        bar = tqdm(total=len(pairs), desc="perplexity", unit="chunk", disable=None)  # only on a terminal
     total = 0.0
     for start in range(0, len(pairs), chunks_per_call):
         group = pairs[start : start + chunks_per_call]

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field, fields
 
+import torch
 from transformers import TrainingArguments
 
 from ..masking_llada import MASK_EPS
@@ -48,6 +49,24 @@ class LLaDATrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Id of the mask token; defaults to the model's config.mask_token_id."},
     )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={
+            "help": "LLaDA-MoE: weight of the router load-balancing loss; defaults to the model's "
+            "config.router_aux_loss_coef (0 disables it). Ignored for dense models."
+        },
+    )
+    router_z_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "LLaDA-MoE: weight of the router z-loss; defaults to config.router_z_loss_coef (0: off)."},
+    )
+    expert_bias_update_rate: float = field(
+        default=0.0,
+        metadata={
+            "help": "LLaDA-MoE with moe_router_enable_expert_bias: after each optimizer step, expert_bias += rate * "
+            "sign(mean load - load) (auxiliary-loss-free balancing). 0 (default) leaves the bias alone."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep dataset columns such as `text` or `messages`: the LLaDA collators read them."},
@@ -59,8 +78,15 @@ class LLaDATrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
+            # Pinned memory only helps copies to an accelerator; on the CPU torch just warns that it is unused.
+            self.dataloader_pin_memory = False
         if not 0.0 <= self.mask_eps < 1.0:
             raise ValueError(f"mask_eps ({self.mask_eps}) must be in [0, 1); LLaDA uses 1e-3.")
+        for name in ("router_aux_loss_coef", "router_z_loss_coef", "expert_bias_update_rate"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} ({value}) must be >= 0 (0 disables it).")
         if not 0.0 <= self.random_length_prob <= 1.0:
             raise ValueError(
                 f"random_length_prob ({self.random_length_prob}) must be in [0, 1]; LLaDA uses 0.01, 0 disables it."

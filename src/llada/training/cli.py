@@ -1,8 +1,9 @@
-"""`llada train pretrain|sft`: train a LLaDA model from local files with `LLaDATrainer`.
+"""`llada train pretrain|sft|vrpo`: train a LLaDA model from local files with `LLaDATrainer` (`LLaDAVRPOTrainer`).
 
 ```
 llada train pretrain --data corpus/*.txt --tokenizer tok/ --d-model 256 --n-layers 4 --output-dir runs/tiny
 llada train sft --data chats.jsonl --model runs/tiny --max-length 512 --lora --output-dir runs/tiny-sft
+llada train vrpo --data prefs.jsonl --model runs/tiny-sft --beta 0.1 --output-dir runs/tiny-vrpo
 llada train pretrain ... --resume              # continue from the newest checkpoint in --output-dir
 python -m llada.training.cli pretrain ...      # the same without the main `llada` command
 ```
@@ -23,8 +24,10 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = {
     "pretrain": "Pretrain on text: documents packed into rows of --max-length tokens, every token maskable.",
     "sft": "Supervised fine-tuning on chats (`messages`) or `prompt`/`response` records: prompts never masked.",
+    "vrpo": "Preference optimization (VRPO, LLaDA 1.5) on `prompt`/`chosen`/`rejected` records (trl's DPO shapes).",
 }
-DEFAULT_LEARNING_RATE = {"pretrain": 4e-4, "sft": 2.5e-5}  # LLaDA's peak rates
+# LLaDA's peak rates; VRPO: trl DPO's default
+DEFAULT_LEARNING_RATE = {"pretrain": 4e-4, "sft": 2.5e-5, "vrpo": 1e-6}
 SIZE_FLAGS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size")
 
 #: Default --max-length (capped at the model's max_sequence_length).
@@ -48,9 +51,22 @@ def _add_arguments(parser: argparse.ArgumentParser, objective: str):
     )
     if objective == "pretrain":
         data.add_argument("--text-field", default="text", help="Key of the text in JSON records.")
+    if objective == "vrpo":
+        vrpo = parser.add_argument_group("VRPO")
+        vrpo.add_argument("--beta", type=float, default=0.1, help="Temperature of the preference loss (trl: 0.1).")
+        vrpo.add_argument("--mc-budget", type=int, default=8, help="Monte Carlo samples per ELBO estimate (n).")
+        vrpo.add_argument(
+            "--mc-timesteps", type=int, help="Timesteps n_t per estimate (default n: the optimal allocation)."
+        )
+        vrpo.add_argument(
+            "--no-antithetic", action="store_true", help="Draw the reference's masks independently (comparison)."
+        )
+        vrpo.add_argument("--elbo-estimator", choices=("timestep", "mask_count"), default="timestep")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help="A LLaDA checkpoint folder to start from.")
+    model.add_argument(
+        "--model", help="A LLaDA checkpoint folder to start from (sft default: the embedded demo model)."
+    )
     model.add_argument("--config", help="A config.json for a fresh model (instead of --model).")
     model.add_argument("--tokenizer", help="Tokenizer folder; defaults to the --model folder.")
     model.add_argument("--d-model", type=int, help="Fresh model: hidden size.")
@@ -109,14 +125,14 @@ def _add_commands(commands) -> None:
 
 
 def add_train_subparser(subparsers) -> argparse.ArgumentParser:
-    """Add `train pretrain|sft` to a `llada` command's subparsers; each sets `args.func(args)` (returns 0)."""
+    """Add `train pretrain|sft|vrpo` to a `llada` command's subparsers; each sets `args.func(args)` (returns 0)."""
     train = subparsers.add_parser(
         "train",
         help="Pretrain or fine-tune a LLaDA model.",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_commands(train.add_subparsers(dest="train_command", required=True, metavar="{pretrain,sft}"))
+    _add_commands(train.add_subparsers(dest="train_command", required=True, metavar="{pretrain,sft,vrpo}"))
     return train
 
 
@@ -165,10 +181,17 @@ def build_model(args, tokenizer):
     if args.model and (args.config or any(getattr(args, name) is not None for name in SIZE_FLAGS)):
         raise ValueError("Pass either --model (a checkpoint) or --config / size flags (a fresh model), not both.")
     if args.model:
-        # float32 master weights; --bf16 trains under autocast
-        model = LLaDAModelLM.from_pretrained(
-            args.model, dtype=torch.float32, attn_implementation=args.attn_implementation
-        )
+        import warnings
+
+        from ..modeling_llada import LLaDAMissingWeightsWarning
+
+        with warnings.catch_warnings():
+            # Weights that do not cover the model would train from random layers: an error, never a warning.
+            warnings.simplefilter("error", LLaDAMissingWeightsWarning)
+            # float32 master weights; --bf16 trains under autocast
+            model = LLaDAModelLM.from_pretrained(
+                args.model, dtype=torch.float32, attn_implementation=args.attn_implementation
+            )
     else:
         model = LLaDAModelLM._from_config(_fresh_config(args, tokenizer), attn_implementation=args.attn_implementation)
     config = model.config
@@ -188,7 +211,8 @@ def build_model(args, tokenizer):
 
         from .lora import llada_lora_config
 
-        model = get_peft_model(model, llada_lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
+        moe = getattr(model.config, "num_experts", None) is not None  # LLaDA-MoE: its own layer names
+        model = get_peft_model(model, llada_lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, moe=moe))
         model.print_trainable_parameters()
     return model
 
@@ -197,6 +221,7 @@ def build_datasets(args, tokenizer, config):
     """(train, eval or None) examples and the collator for the objective."""
     from .collators import LLaDAPretrainingCollator, LLaDASFTCollator
     from .data import packed_pretraining_rows, read_documents, read_records
+    from .preference import LLaDAPreferenceCollator
 
     eos, mask = config.eos_token_id, config.mask_token_id
     if args.objective == "pretrain":
@@ -213,11 +238,12 @@ def build_datasets(args, tokenizer, config):
         def load(paths):
             return read_records(paths)
 
-        collator = LLaDASFTCollator(tokenizer, args.max_length, eos_token_id=eos, mask_token_id=mask)
+        collator_class = LLaDAPreferenceCollator if args.objective == "vrpo" else LLaDASFTCollator
+        collator = collator_class(tokenizer, args.max_length, eos_token_id=eos, mask_token_id=mask)
     train = load(args.data)
     if not train:
         raise ValueError(f"No training examples in {args.data}.")
-    if args.objective == "sft":  # fail on a bad record now, not in the middle of the run
+    if args.objective != "pretrain":  # fail on a bad record now, not in the middle of the run
         for index, example in enumerate(train):
             collator.encode(example, index)
     evaluation = load(args.eval_data) if args.eval_data else None
@@ -230,7 +256,19 @@ def training_arguments(args):
     from .arguments import CHECKPOINTING_ARGUMENT, LLaDATrainingArguments
 
     evaluate = bool(args.eval_data)
-    return LLaDATrainingArguments(
+    arguments_class, extra = LLaDATrainingArguments, {}
+    if args.objective == "vrpo":
+        from .vrpo import LLaDAVRPOConfig
+
+        arguments_class = LLaDAVRPOConfig
+        extra = dict(
+            beta=args.beta,
+            mc_budget=args.mc_budget,
+            mc_timesteps=args.mc_timesteps,
+            antithetic=not args.no_antithetic,
+            elbo_estimator=args.elbo_estimator,
+        )
+    return arguments_class(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size,
@@ -256,33 +294,39 @@ def training_arguments(args):
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
         **{CHECKPOINTING_ARGUMENT: args.gradient_checkpointing},
+        **extra,
     )
 
 
 def _resume_point(args):
+    from .checkpoints import resolve_resume_checkpoint
+
     if args.resume is None:
         return None
     if args.resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        if not os.path.isdir(args.output_dir) or get_last_checkpoint(args.output_dir) is None:
-            raise ValueError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from.")
-        return get_last_checkpoint(args.output_dir)
+        return resolve_resume_checkpoint(True, args.output_dir)
     if not os.path.isdir(args.resume):
         raise ValueError(f"--resume: checkpoint folder {args.resume} does not exist.")
-    return args.resume
+    return resolve_resume_checkpoint(args.resume, args.output_dir)
 
 
 def run(args) -> dict:
-    """Run `llada train pretrain|sft` with parsed arguments; returns the training metrics."""
+    """Run `llada train pretrain|sft|vrpo` with parsed arguments; returns the training metrics."""
     from .trainer import LLaDATrainer
+    from .vrpo import LLaDAVRPOTrainer
 
+    fresh = args.config or any(getattr(args, name) is not None for name in SIZE_FLAGS)
+    if args.objective == "sft" and not args.model and not fresh:
+        from ..cli import DEMO_MODEL_DIR
+
+        args.model = str(DEMO_MODEL_DIR)  # like every other command: the embedded demo model by default
     resume = _resume_point(args)
     tokenizer = _load_tokenizer(args)
     model = build_model(args, tokenizer)
     config = model.config
     train, evaluation, collator = build_datasets(args, tokenizer, config)
-    trainer = LLaDATrainer(
+    trainer_class = LLaDAVRPOTrainer if args.objective == "vrpo" else LLaDATrainer
+    trainer = trainer_class(
         model=model,
         args=training_arguments(args),
         train_dataset=train,
@@ -306,7 +350,7 @@ def run(args) -> dict:
 
 
 def command(args) -> int:
-    """The `args.func` of `llada train pretrain|sft`: run, exit status 0."""
+    """The `args.func` of `llada train pretrain|sft|vrpo`: run, exit status 0."""
     run(args)
     return 0
 
@@ -316,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m llada.training.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    _add_commands(parser.add_subparsers(dest="train_command", required=True, metavar="{pretrain,sft}"))
+    _add_commands(parser.add_subparsers(dest="train_command", required=True, metavar="{pretrain,sft,vrpo}"))
     args = parser.parse_args(argv)
     try:
         return run(args)

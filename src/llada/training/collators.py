@@ -48,12 +48,48 @@ def pack_documents(
         yield buffer + [eos_token_id] * (max_length - len(buffer))
 
 
+def document_ids_from_eos(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(B, L) document index of each token of packed rows: a new document starts after each EOS.
+
+    This is the layout `pack_documents` writes (each document followed by its EOS, which belongs to it); each EOS of
+    the final fill is a one-token document of its own.
+
+    Example:
+
+    ```python
+    >>> document_ids_from_eos(torch.tensor([[5, 6, 0, 7, 0, 0]]), eos_token_id=0)
+    tensor([[0, 0, 0, 1, 1, 2]])
+    ```
+    """
+    ends = input_ids == eos_token_id
+    starts = torch.zeros_like(ends, dtype=torch.long)
+    starts[:, 1:] = ends[:, :-1].long()
+    return starts.cumsum(dim=1)
+
+
 def _check_no_mask_token(ids: Sequence[int], mask_token_id: int, where: str):
     if mask_token_id in ids:
         raise ValueError(
             f"{where} contains the mask token (id {mask_token_id}); the mask token is the noise of the diffusion "
             "process and must not appear in training data. Remove it from the text (or tokenize it as plain text)."
         )
+
+
+def _check_token_ids(ids: Sequence, vocab_size: int, where: str) -> list[int]:
+    """`ids` as a list of ints in [0, vocab_size): float, bool or out-of-range ids are an error naming the value."""
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    for position, token in enumerate(ids):
+        if isinstance(token, bool) or not isinstance(token, int):
+            raise TypeError(
+                f"{where} holds {token!r} ({type(token).__name__}) at position {position}; input_ids must be integer "
+                "token ids (ids are never rounded)."
+            )
+        if not 0 <= token < vocab_size:
+            raise ValueError(
+                f"{where} holds token id {token} at position {position}, outside the tokenizer's vocabulary "
+                f"[0, {vocab_size}); check that the data was tokenized with this tokenizer."
+            )
+    return ids
 
 
 @dataclass
@@ -77,6 +113,9 @@ class LLaDAPretrainingCollator:
             The examples are packed rows of exactly `max_length` `input_ids`; stack them.
         eos_token_id, mask_token_id (`int`, *optional*):
             Override the tokenizer's ids (pass the model's `config.eos_token_id` / `config.mask_token_id`).
+        document_mask (`bool`, *optional*, defaults to `False`):
+            Also return `document_ids` (B, L) (`document_ids_from_eos`: a document ends at its EOS): the model then
+            attends only within each document and restarts positions in each, as UltraLLaDA's document masking.
 
     Example:
 
@@ -97,6 +136,7 @@ class LLaDAPretrainingCollator:
     packed: bool = False
     eos_token_id: int | None = None
     mask_token_id: int | None = None
+    document_mask: bool = False
 
     def __post_init__(self):
         self.eos_token_id, self.mask_token_id = special_token_ids(
@@ -108,7 +148,7 @@ class LLaDAPretrainingCollator:
     def document_ids(self, example: Mapping) -> list[int]:
         """Token ids of one example (`input_ids`, or the tokenized `text` without special tokens)."""
         if "input_ids" in example:
-            ids = list(example["input_ids"])
+            ids = _check_token_ids(example["input_ids"], len(self.tokenizer), "A pretraining example")
         elif self.text_field in example:
             ids = self.tokenizer(example[self.text_field], add_special_tokens=False)["input_ids"]
         else:
@@ -131,7 +171,10 @@ class LLaDAPretrainingCollator:
         else:
             rows = list(pack_documents(documents, self.max_length, self.eos_token_id, drop_remainder=False))
         input_ids = torch.tensor(rows, dtype=torch.long)  # (B, L)
-        return {"input_ids": input_ids, "labels": input_ids.clone()}
+        batch = {"input_ids": input_ids, "labels": input_ids.clone()}
+        if self.document_mask:
+            batch["document_ids"] = document_ids_from_eos(input_ids, self.eos_token_id)
+        return batch
 
 
 @dataclass
@@ -161,6 +204,11 @@ class LLaDASFTCollator:
             Appended to the response when the tokenizer knows it; `None` to append nothing.
         eos_token_id, mask_token_id (`int`, *optional*):
             Override the tokenizer's ids (pass the model's `config.eos_token_id` / `config.mask_token_id`).
+        packing (`bool`, *optional*, defaults to `False`):
+            Pack several samples into each row of `max_length` (greedily, in order) and return `document_ids`
+            (B, L): sample k of a row is document k, and the row's EOS fill belongs to its last sample (its EOS
+            padding, as without packing). The model attends within each sample only. The loss still normalises
+            per row (by the row's maskable tokens).
 
     Example:
 
@@ -179,6 +227,7 @@ class LLaDASFTCollator:
     end_of_turn_token: str | None = EOT_TOKEN
     eos_token_id: int | None = None
     mask_token_id: int | None = None
+    packing: bool = False
     _end_of_turn_ids: list[int] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
@@ -190,8 +239,16 @@ class LLaDASFTCollator:
             self.max_length = int(limit) if limit is not None and limit < 1_000_000 else None
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length ({self.max_length}) must be at least 2 (a prompt and a response token).")
+        if self.pad_to_multiple_of is not None and (
+            isinstance(self.pad_to_multiple_of, bool)
+            or not isinstance(self.pad_to_multiple_of, int)
+            or self.pad_to_multiple_of < 1
+        ):
+            raise ValueError(f"pad_to_multiple_of ({self.pad_to_multiple_of!r}) must be a positive integer, or None.")
         if self.pad_to_max_length and self.max_length is None:
             raise ValueError("pad_to_max_length=True needs max_length; pass max_length=<row length>.")
+        if self.packing and self.max_length is None:
+            raise ValueError("packing=True needs max_length (the row length samples are packed into).")
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(
                 f"The tokenizer ({type(self.tokenizer).__name__}) has no chat template; set tokenizer.chat_template "
@@ -205,7 +262,17 @@ class LLaDASFTCollator:
     @staticmethod
     def messages_of(example: Mapping, index: int = 0) -> list[dict]:
         """The conversation of an example: its `messages`, or a user `prompt` and an assistant `response`."""
+        if not isinstance(example, Mapping):
+            raise ValueError(
+                f"SFT example {index} is a {type(example).__name__}; it must be a dict with 'messages' or 'prompt' "
+                "and 'response'."
+            )
         if "messages" in example:
+            if isinstance(example["messages"], (str, bytes)) or not isinstance(example["messages"], Sequence):
+                raise ValueError(
+                    f"SFT example {index}: 'messages' is a {type(example['messages']).__name__}; it must be a list of "
+                    "{'role': ..., 'content': ...} dicts."
+                )
             messages = list(example["messages"])
         elif "prompt" in example and "response" in example:
             messages = [
@@ -216,6 +283,17 @@ class LLaDASFTCollator:
             raise ValueError(
                 f"SFT example {index} needs 'messages' or 'prompt' and 'response'; got keys {sorted(example)}."
             )
+        for position, message in enumerate(messages):
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise ValueError(
+                    f"SFT example {index}: message {position} is {message!r}; each message must be a dict with 'role' "
+                    "and 'content', e.g. {'role': 'user', 'content': 'Hi'}."
+                )
+            if not isinstance(message.get("content"), str):
+                raise ValueError(
+                    f"SFT example {index}: message {position} ({message['role']}) has content "
+                    f"{message.get('content')!r}; the content must be a string."
+                )
         if not messages or messages[-1].get("role") != "assistant":
             role = messages[-1].get("role") if messages else None
             raise ValueError(
@@ -261,7 +339,11 @@ class LLaDASFTCollator:
         return prompt, response
 
     def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("LLaDASFTCollator got no examples; a batch needs at least one.")
         pairs = [self.encode(example, i) for i, example in enumerate(examples)]
+        if self.packing:
+            return self._packed(pairs)
         length = max(len(p) + len(r) for p, r in pairs)
         if self.pad_to_max_length:
             length = self.max_length
@@ -278,5 +360,41 @@ class LLaDASFTCollator:
             labels[row, : len(prompt)] = IGNORE_INDEX
         return {"input_ids": input_ids, "labels": labels}
 
+    def _packed(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        rows: list[list[tuple[list[int], list[int]]]] = [[]]
+        used = 0
+        for prompt, response in pairs:
+            size = len(prompt) + len(response)
+            if rows[-1] and used + size > self.max_length:
+                rows.append([])
+                used = 0
+            rows[-1].append((prompt, response))
+            used += size
+        length = max(sum(len(p) + len(r) for p, r in row) for row in rows)
+        if self.pad_to_max_length:
+            length = self.max_length
+        elif self.pad_to_multiple_of:
+            length = min(-(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of, self.max_length)
+        input_ids = torch.full((len(rows), length), self.eos_token_id, dtype=torch.long)  # (B, L) EOS padding
+        labels = input_ids.clone()
+        document_ids = torch.zeros((len(rows), length), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for k, (prompt, response) in enumerate(row):
+                ids = torch.tensor(prompt + response, dtype=torch.long)
+                end = start + len(ids)
+                input_ids[r, start:end] = ids
+                labels[r, start:end] = ids
+                labels[r, start : start + len(prompt)] = IGNORE_INDEX
+                document_ids[r, start:] = k  # the fill after the last sample stays in it
+                start = end
+        return {"input_ids": input_ids, "labels": labels, "document_ids": document_ids}
 
-__all__ = ["IGNORE_INDEX", "LLaDAPretrainingCollator", "LLaDASFTCollator", "pack_documents"]
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LLaDAPretrainingCollator",
+    "LLaDASFTCollator",
+    "document_ids_from_eos",
+    "pack_documents",
+]

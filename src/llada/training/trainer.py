@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from ..masking_llada import MASK_EPS, diffusion_loss_sum, forward_mask, sample_mask_probability
+from ..masking_llada import (
+    MASK_EPS,
+    diffusion_loss_rows,
+    diffusion_loss_sum,
+    forward_mask,
+    sample_mask_probability,
+)
+from .checkpoints import resolve_resume_checkpoint
 from .collators import IGNORE_INDEX
 
 #: Rows of logits upcast to float32 at a time by the cross-entropy (bounds its temporary memory).
@@ -60,6 +67,32 @@ def cross_entropy_float32(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     return _Float32CrossEntropy.apply(logits, target)
 
 
+def _masked_token_nll(
+    model,
+    input_ids,
+    masked,
+    mask_token_id,
+    attention_mask,
+    validate_inputs,
+    output_router_logits=False,
+    document_ids=None,
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """(N,) float32 CE of the masked tokens (head at masked positions only), (N,) the row of each, and the model
+    output (with `router_logits` when `output_router_logits`; attention within documents given `document_ids`)."""
+    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
+    extra = {"output_router_logits": True} if output_router_logits else {}
+    if document_ids is not None:
+        extra["document_ids"] = document_ids
+    out = model(
+        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs, **extra
+    )
+    logits = out.logits  # (N, V): masked positions only, row-major
+    # The masked positions' flat index, found once (one host sync besides the model's own): rows and targets follow.
+    flat = masked.reshape(-1).nonzero().squeeze(1)  # (N,), row-major like the logits
+    row_of_token = flat // input_ids.shape[1]  # (N,)
+    return cross_entropy_float32(logits, input_ids.reshape(-1).index_select(0, flat)), row_of_token, out
+
+
 def masked_diffusion_loss_sum(
     model,
     input_ids: torch.Tensor,
@@ -69,7 +102,9 @@ def masked_diffusion_loss_sum(
     mask_token_id: int,
     attention_mask: torch.Tensor | None = None,
     validate_inputs: bool = True,
-) -> torch.Tensor:
+    output_router_logits: bool = False,
+    document_ids: torch.Tensor | None = None,
+):
     """sum_b [ sum over masked i of b of CE / p_b ] / |answer_b| for given masks (divide by the rows for the loss).
 
     Args:
@@ -80,16 +115,34 @@ def masked_diffusion_loss_sum(
         masked (`torch.BoolTensor` of shape `(B, L)`): the positions the forward process masked (within maskable).
         p (`torch.Tensor` of shape `(B,)`): each row's masking probability.
         mask_token_id (`int`): written at the masked positions.
+        output_router_logits (`bool`): LLaDA-MoE only; return `(loss_sum, model_output)` whose `router_logits` and
+            `selected_experts` feed the router losses.
+        document_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): packed rows' document layout (from a
+            collator with `document_mask=True` / `packing=True`): attention stays within each document.
     """
-    noisy = torch.where(masked, mask_token_id, input_ids)  # (B, L)
-    logits = model(
-        input_ids=noisy, attention_mask=attention_mask, logits_to_keep=masked, validate_inputs=validate_inputs
-    ).logits  # (N, V): masked positions only, row-major
-    # The masked positions' flat index, found once (one host sync besides the model's own): rows and targets follow.
-    flat = masked.reshape(-1).nonzero().squeeze(1)  # (N,), row-major like the logits
-    row_of_token = flat // input_ids.shape[1]  # (N,)
-    token_nll = cross_entropy_float32(logits, input_ids.reshape(-1).index_select(0, flat))  # (N,)
-    return diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+    token_nll, row_of_token, out = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs, output_router_logits, document_ids
+    )
+    loss_sum = diffusion_loss_sum(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+    return (loss_sum, out) if output_router_logits else loss_sum
+
+
+def masked_diffusion_loss_rows(
+    model,
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    masked: torch.Tensor,
+    p: torch.Tensor,
+    mask_token_id: int,
+    attention_mask: torch.Tensor | None = None,
+    validate_inputs: bool = True,
+) -> torch.Tensor:
+    """(B,) float32: [ sum over masked i of b of CE / p_b ] / |answer_b| per row (arguments as
+    `masked_diffusion_loss_sum`); minus a row's value is a one-sample estimate of its answer's per-token ELBO."""
+    token_nll, row_of_token, _ = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs
+    )
+    return diffusion_loss_rows(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
 
 
 def _mix_seed(*parts: int) -> int:
@@ -136,6 +189,25 @@ class LLaDATrainer(Trainer):
         self._mask_step = (-1, 0)  # (optimizer step, micro-batches drawn in it)
         self._eval_batches = 0
         self._inputs_validated = False
+        self._router_logs = {}  # LLaDA-MoE: summed router losses since the last log, and their count
+        self._expert_loads = None
+        rate = self._option("expert_bias_update_rate", 0.0)
+        if rate:
+            from .moe import ExpertBiasUpdate
+
+            config = self.accelerator.unwrap_model(self.model).config
+            if not getattr(config, "moe_router_enable_expert_bias", False):
+                raise ValueError(
+                    f"expert_bias_update_rate={rate} needs a LLaDA-MoE model with moe_router_enable_expert_bias=True "
+                    "(it updates mlp.expert_bias); set the rate to 0 or use such a model."
+                )
+            self.add_callback(ExpertBiasUpdate(self, rate))
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint of
+        `output_dir` (a folder left half-written by a killed run is skipped, with a warning saying why)."""
+        resume = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume, *args, **kwargs)
 
     # ---- options -------------------------------------------------------------------------------------------------
 
@@ -218,10 +290,12 @@ class LLaDATrainer(Trainer):
             inputs = self._maybe_cut_length(inputs, torch.Generator().manual_seed(_mix_seed(seed, 1)))
             input_ids = inputs["input_ids"]
         labels = inputs.get("labels")
+        input_ids = self._checked_ids(input_ids, labels)
         maskable = labels != IGNORE_INDEX if labels is not None else torch.ones_like(input_ids, dtype=torch.bool)
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         masked, p = self.sample_masks(input_ids, maskable, generator)
-        loss_sum = masked_diffusion_loss_sum(
+        router = self._router_options(training)
+        result = masked_diffusion_loss_sum(
             model,
             input_ids,
             maskable,
@@ -230,8 +304,14 @@ class LLaDATrainer(Trainer):
             self.mask_token_id,
             attention_mask=inputs.get("attention_mask"),
             validate_inputs=not self._inputs_validated,
+            output_router_logits=router is not None,
+            document_ids=inputs.get("document_ids"),
         )
         self._inputs_validated = True
+        loss_sum = result
+        if router is not None:
+            loss_sum, out = result
+            loss_sum = loss_sum + input_ids.shape[0] * self._router_loss(out, inputs.get("attention_mask"), *router)
         if training and num_items_in_batch is not None:
             # Gradients are averaged over processes (DDP/FSDP): scale back up so the step's gradient is that of
             # (sum over all rows) / (all rows).
@@ -239,6 +319,94 @@ class LLaDATrainer(Trainer):
         else:
             loss = loss_sum / input_ids.shape[0]
         return (loss, {"masked": masked, "p": p}) if return_outputs else loss
+
+    def _checked_ids(self, input_ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Every batch's clean ids (the targets) must be token ids in [0, vocab) and not the mask token.
+
+        Shapes are checked on the host. On the CPU the ids are checked at once; on an accelerator one fused check
+        accumulates on the device (no sync per step), bad ids are replaced by 0 so that no kernel reads out of range,
+        and the flag is read when the trainer logs (`log`), which raises."""
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
+            raise ValueError(
+                f"input_ids has shape {tuple(input_ids.shape)}; the trainer needs (batch, length) with length >= 1 "
+                "(drop empty rows in the collator)."
+            )
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+        if labels is not None and tuple(labels.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}; labels must "
+                "match input_ids (-100 on never-masked prompt positions)."
+            )
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is None:
+            return input_ids
+        bad = (input_ids < 0) | (input_ids >= vocab) | (input_ids == self.mask_token_id)  # (B, L)
+        if input_ids.device.type == "cpu":
+            if bool(bad.any()):
+                self._raise_bad_ids(input_ids[bad][:5].tolist(), vocab)
+            return input_ids
+        flag = bad.any()
+        self._bad_ids_flag = flag if getattr(self, "_bad_ids_flag", None) is None else self._bad_ids_flag | flag
+        return input_ids.masked_fill(bad, 0)
+
+    def _raise_bad_ids(self, examples, vocab):
+        raise ValueError(
+            f"a training batch holds token ids {examples} that are outside the vocabulary [0, {vocab}) or are the "
+            f"mask token ({self.mask_token_id}); check the tokenizer and the collator (the mask token must not "
+            "appear in training data)."
+        )
+
+    # ---- LLaDA-MoE router losses ---------------------------------------------------------------------------------
+
+    def _router_options(self, training: bool):
+        """(aux coefficient, z coefficient, count loads) for a LLaDA-MoE model that needs router outputs, else None.
+        Training only: `eval_loss` stays the diffusion bound, comparable with dense models."""
+        from .moe import is_moe
+
+        if not training:
+            return None
+
+        model = self.accelerator.unwrap_model(self.model)
+        if not is_moe(model) and not is_moe(getattr(model, "base_model", None)):
+            return None
+        config = model.config
+        aux = self._option("router_aux_loss_coef", None)
+        aux = getattr(config, "router_aux_loss_coef", 0.0) if aux is None else aux
+        z = self._option("router_z_loss_coef", None)
+        z = getattr(config, "router_z_loss_coef", 0.0) if z is None else z
+        loads = training and bool(self._option("expert_bias_update_rate", 0.0))
+        return (aux or 0.0, z or 0.0, loads) if (aux or z or loads) else None
+
+    def _router_loss(self, out, attention_mask, aux_coef: float, z_coef: float, count_loads: bool) -> torch.Tensor:
+        """aux_coef * load-balancing loss + z_coef * z-loss of this micro-batch (per row: the caller scales it like
+        the diffusion loss, so that under gradient accumulation the step's router loss is the row-weighted mean of
+        its micro-batches'). Records both for the logs and, for the bias update, the experts' loads."""
+        from .moe import expert_loads, router_losses
+
+        num_experts = self.accelerator.unwrap_model(self.model).config.num_experts
+        if count_loads:
+            loads = expert_loads(out.selected_experts, num_experts, attention_mask)
+            self._expert_loads = loads if self._expert_loads is None else self._expert_loads + loads
+        aux, z = router_losses(out.router_logits, out.selected_experts, num_experts, attention_mask)
+        logs = self._router_logs
+        logs["aux_loss"] = logs.get("aux_loss", 0.0) + aux.detach()
+        logs["z_loss"] = logs.get("z_loss", 0.0) + z.detach()
+        logs["count"] = logs.get("count", 0) + 1
+        return aux_coef * aux + z_coef * z
+
+    def log(self, logs: dict, *args, **kwargs):
+        """`Trainer.log`, plus the mean router losses (`aux_loss`, `z_loss`) since the last log for LLaDA-MoE; raises
+        if a batch since the last log held bad token ids (the device-side check of `_checked_ids`)."""
+        flag = getattr(self, "_bad_ids_flag", None)
+        if flag is not None and bool(flag):  # one host read per logging step
+            self._raise_bad_ids("(on the device)", self.accelerator.unwrap_model(self.model).config.vocab_size)
+        count = self._router_logs.pop("count", 0)
+        if count and "loss" in logs:
+            for name in ("aux_loss", "z_loss"):
+                logs[name] = round(float(self._router_logs.pop(name)) / count, 6)
+        return super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, *args, **kwargs):
         self._eval_batches = 0  # every evaluation draws the same masks
@@ -297,4 +465,4 @@ class LLaDATrainer(Trainer):
         )
 
 
-__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_sum"]
+__all__ = ["LLaDATrainer", "cross_entropy_float32", "masked_diffusion_loss_rows", "masked_diffusion_loss_sum"]
