@@ -561,7 +561,9 @@ def run_command(result: dict) -> str:
     for key in ("pairs", "epochs", "batch_size", "learning_rate", "eval_pairs", "radd_prompts", "output_dir"):
         default = str(defaults[key]) if isinstance(defaults[key], Path) else defaults[key]
         if saved[key] != default:
-            value = Path(saved[key]).relative_to(REPO_ROOT) if key == "output_dir" else saved[key]
+            value = saved[key]
+            if key == "output_dir" and Path(value).is_absolute() and Path(value).is_relative_to(REPO_ROOT):
+                value = Path(value).relative_to(REPO_ROOT)
             parts.append(f"--{key.replace('_', '-')} {value}")
     return " ".join(parts)
 
