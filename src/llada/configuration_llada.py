@@ -8,10 +8,29 @@ Hub core: this file is copied next to saved weights; it imports only torch, tran
 """
 
 import math
+import re
 
+import transformers
 from transformers import PretrainedConfig
 
 from .rope_llada import normalize_rope_scaling
+
+#: The oldest transformers that loads a saved folder through `trust_remote_code` with the same numbers (checked: the
+#: logits, generations and likelihoods of the saving process, bit for bit). Older ones are refused here, at load.
+MIN_TRANSFORMERS_VERSION = "4.40"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+if _major_minor(transformers.__version__) < _major_minor(MIN_TRANSFORMERS_VERSION):
+    raise ImportError(
+        f"LLaDA's model code needs transformers >= {MIN_TRANSFORMERS_VERSION}, but transformers "
+        f"{transformers.__version__} is installed; upgrade it: "
+        f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+    )
 
 # Values of the published fields that this network implements. Anything else is rejected, never ignored.
 _SUPPORTED_VALUES = {
@@ -286,22 +305,36 @@ class LLaDAConfig(PretrainedConfig):
         self.init_cutoff_factor = init_cutoff_factor
         self.alibi_bias_max = alibi_bias_max
         self._check_supported()
+        published = dict(self.__dict__)
         rope_scaling = kwargs.pop("rope_scaling", None)
         rope_parameters = kwargs.pop("rope_parameters", None)
         super().__init__(**kwargs)
+        # transformers 4.x's `PretrainedConfig.__init__` assigns its own defaults to fields it also defines
+        # (`tie_word_embeddings=True`, routed by `attribute_map` onto `weight_tying`; `pad_token_id=None`, ...): the
+        # published fields set above win, whatever the version.
+        for name, value in published.items():
+            if getattr(self, name) is not value:
+                setattr(self, name, value)
         # Set after super().__init__, which (transformers 5) would move rope_scaling into rope_parameters.
         self.rope_scaling = rope_scaling if rope_scaling is not None else rope_parameters
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """As `PretrainedConfig.from_dict`; a LLaDA-MoE config (same `model_type` "llada", MoE fields) gives a
-        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind."""
+        `LLaDAMoEConfig`, so `AutoConfig` and `LLaDAModelLM.from_pretrained` load either kind. Where a dict holds
+        both a published field and its transformers alias (`weight_tying` and `tie_word_embeddings`, ...), the
+        published field is the one read."""
         if cls is LLaDAConfig and (
             "num_experts" in config_dict or "LLaDAMoEModelLM" in (config_dict.get("architectures") or ())
         ):
             from .configuration_llada_moe import LLaDAMoEConfig
 
             return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        config_dict = {
+            key: value
+            for key, value in config_dict.items()
+            if not (key in cls.attribute_map and cls.attribute_map[key] in config_dict)
+        }
         return super().from_dict(config_dict, **kwargs)
 
     def _check_supported(self):

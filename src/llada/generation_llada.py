@@ -241,7 +241,7 @@ class LLaDAGenerationConfig(GenerationConfig):
         diff["do_sample"] = bool(self.do_sample)
         return diff
 
-    def validate(self, strict=False, **kwargs):
+    def validate(self, *args, **kwargs):
         """`GenerationConfig.validate`, plus the diffusion fields. The diffusion `temperature` (0 is greedy) and
         `max_new_tokens=0` (infilling) are valid here although autoregressive decoding would flag them."""
         self._check_types()
@@ -251,7 +251,7 @@ class LLaDAGenerationConfig(GenerationConfig):
         for name in hidden:
             setattr(self, name, None)
         try:
-            super().validate(strict=strict, **kwargs)
+            super().validate(*args, **kwargs)  # (strict=False) in recent transformers, (is_init=False) in older
         finally:
             for name, value in hidden.items():
                 setattr(self, name, value)
@@ -558,6 +558,12 @@ class LLaDAGenerationMixin:
     stored as an `LLaDAGenerationConfig` with the model's special ids, so `save_pretrained` writes the diffusion
     fields and `from_pretrained` restores them.
     """
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Always. (transformers < 4.45 guesses it from where `generate` is defined, reads "GenerationMixin" in this
+        class's name as transformers' own, and would then neither make nor load a generation config.)"""
+        return True
 
     @property
     def generation_config(self) -> LLaDAGenerationConfig | None:

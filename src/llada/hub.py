@@ -424,6 +424,9 @@ def build_model_card(
             f"A LLaDA masked diffusion language model with {_format_count(facts.num_parameters).split(' ')[0]} "
             "parameters, published with the `llada` package."
         )
+    from .configuration_llada import MIN_TRANSFORMERS_VERSION
+    from .modeling_llada_moe import MOE_MIN_TRANSFORMERS_VERSION
+
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -438,6 +441,7 @@ def build_model_card(
         generation_defaults=generation_defaults,
         training=training,
         has_tokenizer=facts.has_tokenizer,
+        remote_code_transformers=MOE_MIN_TRANSFORMERS_VERSION if is_moe_config(config) else MIN_TRANSFORMERS_VERSION,
     )
 
 

@@ -13,6 +13,7 @@ builds its prefix and dual caches on this.
 Hub core: copied next to saved weights; imports only torch, transformers and its sibling files.
 """
 
+import functools
 import os
 import shutil
 import uuid
@@ -21,16 +22,41 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
+# transformers 4.x copies into its module cache only the files that the loaded file imports itself (`from .x import`,
+# indented ones included): every hub-core file that a sibling imports is therefore imported here too (the unused ones).
 from .configuration_llada import LLaDAConfig
+from .configuration_llada_moe import LLaDAMoEConfig  # noqa: F401
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
+from .masking_llada import num_transfer_tokens  # noqa: F401
 from .rope_llada import rope_frequencies, rotary_cos_sin
+
+try:  # transformers >= 4.52
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:
+
+    class GradientCheckpointingLayer(nn.Module):
+        """What transformers >= 4.52 provides: `gradient_checkpointing_enable` sets `gradient_checkpointing` and
+        `_gradient_checkpointing_func` on every module that has the attribute, and the call goes through the latter
+        in training. Keyword arguments are bound first (the reentrant checkpoint takes positional ones only)."""
+
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            if self.gradient_checkpointing and self.training:
+                return self._gradient_checkpointing_func(functools.partial(super().__call__, **kwargs), *args)
+            return super().__call__(*args, **kwargs)
+
+
+try:  # transformers >= 4.48
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+except ImportError:
+    ALL_ATTENTION_FUNCTIONS = None
 
 
 class LLaDARMSNorm(nn.Module):
@@ -86,9 +112,27 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return out, probs
 
 
+def sdpa_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """torch's scaled_dot_product_attention, for transformers < 4.48 (which has no attention registry);
+    `attention_mask` is boolean, True = attend."""
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=False
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
 def attention_function(implementation: str):
     if implementation in (None, "eager"):
         return eager_attention_forward
+    if ALL_ATTENTION_FUNCTIONS is None:
+        if implementation == "sdpa":
+            return sdpa_attention_forward
+        raise ValueError(
+            f"LLaDA: attn_implementation={implementation!r} needs transformers >= 4.48 (found "
+            f"{transformers.__version__}); upgrade transformers, or load with attn_implementation='sdpa' or 'eager'."
+        )
     return ALL_ATTENTION_FUNCTIONS[implementation]
 
 
@@ -687,7 +731,9 @@ class LLaDAModel(LLaDAPreTrainedModel):
         )
 
 
-class LLaDAModelLM(LLaDAPreTrainedModel, LLaDAGenerationMixin, LLaDALikelihoodMixin):
+# The mixins come before the base class: under transformers < 4.50 `PreTrainedModel` itself inherits transformers'
+# `GenerationMixin`, whose `generate` and `generation_config` must not shadow LLaDA's.
+class LLaDAModelLM(LLaDAGenerationMixin, LLaDALikelihoodMixin, LLaDAPreTrainedModel):
     """LLaDA with its LM head: what `AutoModel`, `AutoModelForMaskedLM` and `AutoModelForCausalLM` load.
 
     `forward` returns `logits`; `generate` runs the reverse diffusion process; `log_likelihood` estimates

@@ -20,16 +20,20 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
+# Every hub-core file reachable from here is imported directly (transformers 4.x and 5.0 copy only those).
+from .configuration_llada import LLaDAConfig, _major_minor  # noqa: F401
 from .configuration_llada_moe import LLaDAMoEConfig
 from .generation_llada import LLaDAGenerationMixin
 from .likelihood_llada import LLaDALikelihoodMixin
+from .masking_llada import num_transfer_tokens  # noqa: F401
 from .modeling_llada import (
+    GradientCheckpointingLayer,  # transformers' own, or its stand-in before 4.52
     LLaDAKVCache,
     LLaDAPreTrainedModel,
     LLaDARMSNorm,
@@ -50,12 +54,15 @@ MOE_AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_llada_moe.LLaDAMoEModelLM",
 }
 
+#: The oldest transformers that computes LLaDA-MoE's numbers (5.0 loads a saved folder with different logits).
+MOE_MIN_TRANSFORMERS_VERSION = "5.17"
+
 try:  # transformers 5: experts kernels and checkpoint conversions (transformers 4.x has neither)
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
     from transformers.core_model_loading import Concatenate, MergeModulelist, WeightConverter
     from transformers.integrations.moe import use_experts_implementation
 
-    MOE_SUPPORTED = True
+    MOE_SUPPORTED = _major_minor(transformers.__version__) >= _major_minor(MOE_MIN_TRANSFORMERS_VERSION)
 except ImportError:  # importing this file stays possible (e.g. `import llada`); building a model raises
     MOE_SUPPORTED = False
 
@@ -311,11 +318,10 @@ class LLaDAMoEModel(LLaDAMoEPreTrainedModel):
 
     def __init__(self, config: LLaDAMoEConfig):
         if not MOE_SUPPORTED:
-            import transformers
-
             raise ImportError(
-                f"LLaDA-MoE needs transformers >= 5 (its experts kernels and checkpoint conversion); this is "
-                f"transformers {transformers.__version__}. Upgrade with `pip install -U 'transformers>=5.17'`."
+                f"LLaDA-MoE needs transformers >= {MOE_MIN_TRANSFORMERS_VERSION} (its experts kernels and checkpoint "
+                f"conversion); this is transformers {transformers.__version__}. Upgrade with "
+                f"`pip install -U 'transformers>={MOE_MIN_TRANSFORMERS_VERSION}'`."
             )
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
