@@ -3,6 +3,7 @@ attention outputs, torch.export, loading errors, left padding."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -256,6 +257,9 @@ def test_loading_errors_name_the_file(tmp_path, capsys):
         LLaDAModelLM.from_pretrained(folders["config"])
     with pytest.raises(OSError, match=f"{folders['missing']} has no config.json"):
         LLaDAModelLM.from_pretrained(folders["missing"])
+    for gone in (tmp_path / "gone", "./gone-llada-folder"):  # not "Repo id must be in the form ..."
+        with pytest.raises(OSError, match=f"model path {re.escape(str(gone))} does not exist"):
+            LLaDAModelLM.from_pretrained(gone)
 
     capsys.readouterr()
     for case, expected in (("weights", weights), ("config", str(folders["config"] / "config.json"))):
