@@ -3,6 +3,7 @@ attention outputs, torch.export, loading errors, left padding."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,30 @@ print("ok")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
 
+
+
+def test_moe_names_import_first():
+    """`from llada import LLaDAMoEModelLM` as a process's first llada import (the MoE module imports modeling_llada,
+    whose registration hook must wait for it), then the Auto classes dispatch both ways."""
+    code = """
+from llada import LLaDAMoEModelLM
+from transformers import AutoModel
+from llada import LLaDAModelLM
+moe = AutoModel.from_pretrained("tests/fixtures/official-lladamoe-tiny")
+dense = AutoModel.from_pretrained("tests/fixtures/official-llada-tiny")
+assert type(moe) is LLaDAMoEModelLM and type(dense) is LLaDAModelLM, (type(moe), type(dense))
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
 
 @pytest.fixture(scope="module")
 def demo():
@@ -256,6 +281,9 @@ def test_loading_errors_name_the_file(tmp_path, capsys):
         LLaDAModelLM.from_pretrained(folders["config"])
     with pytest.raises(OSError, match=f"{folders['missing']} has no config.json"):
         LLaDAModelLM.from_pretrained(folders["missing"])
+    for gone in (tmp_path / "gone", "./gone-llada-folder"):  # not "Repo id must be in the form ..."
+        with pytest.raises(OSError, match=f"model path {re.escape(str(gone))} does not exist"):
+            LLaDAModelLM.from_pretrained(gone)
 
     capsys.readouterr()
     for case, expected in (("weights", weights), ("config", str(folders["config"] / "config.json"))):

@@ -2,6 +2,7 @@
 shared model_type "llada", saves in the published layout, trust_remote_code, bad configs, routing options."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -171,6 +172,18 @@ def test_auto_classes_dispatch_both_ways():
     assert type(LLaDAModelLM.from_pretrained(DENSE_FIXTURE)) is LLaDAModelLM
 
 
+
+def test_dispatch_passes_config_overrides_and_refuses_rope_scaling():
+    """`LLaDAModelLM.from_pretrained(moe_folder, field=...)` sets the field, as for a dense folder; rope_scaling, not
+    implemented for LLaDA-MoE, is refused by name (not a TypeError from the model's __init__)."""
+    model = LLaDAModelLM.from_pretrained(FIXTURE, router_aux_loss_coef=0.25)
+    assert type(model) is LLaDAMoEModelLM and model.config.router_aux_loss_coef == 0.25
+    for cls in (LLaDAModelLM, LLaDAMoEModelLM):
+        with pytest.raises(ValueError, match="rope_scaling=.*not implemented for LLaDA-MoE"):
+            cls.from_pretrained(FIXTURE, rope_scaling={"rope_type": "ntk", "factor": 4.0})
+    assert LLaDAMoEConfig.from_pretrained(FIXTURE).rope_scaling is None
+    assert "rope_scaling" not in LLaDAMoEConfig().to_dict()
+
 def test_save_keeps_the_published_layout_and_reloads_exactly(model, tmp_path):
     model.save_pretrained(tmp_path)
     ours, published = load_file(tmp_path / "model.safetensors"), load_file(FIXTURE / "model.safetensors")
@@ -302,6 +315,22 @@ def test_partial_rotary_leaves_the_other_dims_alone():
         assert model(ids).logits.shape == (1, 8, 100)
 
 
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_document_ids_compute_each_packed_document_alone(implementation):
+    """Packed rows (the collators' `document_ids`): each document's logits are those of the document run alone."""
+    torch.manual_seed(0)
+    model = LLaDAMoEModelLM(tiny_moe_config(attn_implementation=implementation)).eval()
+    ids = torch.randint(0, 98, (2, 7))
+    documents = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        packed = model(ids, document_ids=documents).logits
+        for row, start, end in [(0, 0, 3), (0, 3, 7), (1, 0, 2), (1, 2, 7)]:
+            alone = model(ids[row : row + 1, start:end]).logits[0]
+            torch.testing.assert_close(packed[row, start:end], alone, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"document_ids has shape \(2, 3\)"):
+        model(ids, document_ids=documents[:, :3])
+
+
 # ---- training -------------------------------------------------------------------------------------------------------
 
 
@@ -383,6 +412,31 @@ def test_expert_bias_update_rule(tmp_path):
     with pytest.raises(ValueError, match="moe_router_enable_expert_bias"):
         LLaDATrainer(model=tiny_moe_model(), args=args, train_dataset=random_rows(2, 10), data_collator=stack_batch)
 
+
+
+def test_vrpo_adds_router_losses_and_updates_the_expert_bias(tmp_path):
+    """VRPO on LLaDA-MoE trains the router like LLaDATrainer: the policy's aux / z losses join the preference loss
+    (exactly log 2 + the router term while policy = reference) and are logged; the expert-bias update runs."""
+    from llada.training import LLaDAVRPOConfig, LLaDAVRPOTrainer
+    from tests.test_vrpo import pairs, stack
+
+    model = tiny_moe_model(moe_router_enable_expert_bias=True)
+    bias = model.model.layers[1].mlp.expert_bias
+    args = LLaDAVRPOConfig(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no",
+        logging_steps=1, per_device_train_batch_size=2, mc_budget=2, max_steps=1, learning_rate=1e-3,
+        router_aux_loss_coef=0.5, router_z_loss_coef=0.1, expert_bias_update_rate=0.25,
+    )  # fmt: skip
+    trainer = LLaDAVRPOTrainer(model=model, args=args, train_dataset=pairs(2), data_collator=stack)
+    model.train()
+    loss = trainer.compute_loss(model, stack(pairs(2)))
+    aux, z = trainer._router_logs["aux_loss"], trainer._router_logs["z_loss"]
+    torch.testing.assert_close(loss, math.log(2) + 0.5 * aux + 0.1 * z)
+    trainer._router_logs, trainer._expert_loads = {}, None
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 1 and logged[0]["aux_loss"] > 0 and logged[0]["z_loss"] > 0
+    assert bias.abs().sum() > 0  # moved by +-0.25 per expert
 
 def test_lora_targets_attention_shared_and_dense_mlps_never_router_or_head():
     from peft import get_peft_model

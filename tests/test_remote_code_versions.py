@@ -197,6 +197,8 @@ def test_saved_folder_round_trip_under_other_transformers(version, kind, tmp_pat
     env = dict(
         os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="", PYTHONNOUSERSITE="1"
     )
+    # The same number of threads as this process (conftest: 1): the MoE experts' float sums depend on it.
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     result = subprocess.run(
         [str(python), str(TESTS / "remote_code_probe.py"), str(folder), str(tmp_path / "out.pt"), "--block-llada"],
         cwd=tmp_path,

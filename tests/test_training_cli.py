@@ -114,3 +114,17 @@ def test_sft_defaults_to_the_demo_model(files, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert (saved["d_model"], saved["vocab_size"]) == (demo["d_model"], demo["vocab_size"])
     assert (out / "tokenizer.json").exists()
+
+
+def test_vrpo_defaults_to_the_demo_model(tmp_path):
+    """Like sft (and every other command), `llada train vrpo` without --model fine-tunes the embedded demo model."""
+    from llada.cli import DEMO_MODEL_DIR
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": "The LORD is my", "chosen": "shepherd", "rejected": "king"}) + "\n")
+    out = tmp_path / "vrpo-demo"
+    argv = ["vrpo", "--data", str(prefs), "--max-length", "48", "--output-dir", str(out), "--max-steps", "1"]
+    main(argv + ["--mc-budget", "2", *COMMON])
+    demo = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["d_model"], saved["vocab_size"]) == (demo["d_model"], demo["vocab_size"])

@@ -38,6 +38,8 @@ _LAZY_EXPORTS = {
 _CONFIG_AUTO = "transformers.models.auto.configuration_auto"
 _MODELING_AUTO = "transformers.models.auto.modeling_auto"
 _MODELING_LLADA = "llada.modeling_llada"
+_MODELING_LLADA_MOE = "llada.modeling_llada_moe"  # imports modeling_llada, whose hook must then wait for it
+_CONFIGURATION_LLADA_MOE = "llada.configuration_llada_moe"
 _CONFIGURATION_LLADA = "llada.configuration_llada"
 _done = {"config": False, "models": False}
 
@@ -60,7 +62,10 @@ def _register_config():
 
 
 def _register_models():
-    if _done["models"] or _loading(_MODELING_LLADA) or _loading(_CONFIGURATION_LLADA):
+    if _done["models"] or any(
+        _loading(name)
+        for name in (_MODELING_LLADA, _CONFIGURATION_LLADA, _MODELING_LLADA_MOE, _CONFIGURATION_LLADA_MOE)
+    ):
         return
     _done["models"] = True
     _register_config()
@@ -140,6 +145,8 @@ def install():
     else:
         hooks[_MODELING_AUTO] = _register_models
         hooks[_MODELING_LLADA] = _register_models
+        hooks[_MODELING_LLADA_MOE] = _register_models
+        hooks[_CONFIGURATION_LLADA_MOE] = _register_models
     if hooks and not any(isinstance(finder, _PostImportHook) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PostImportHook(hooks))
 

@@ -120,10 +120,7 @@ class LLaDAMoEConfig(PretrainedConfig):
         self.rope_theta = rope_theta
         # Only None is implemented; not stored: transformers 5 turns `rope_scaling` into `rope_parameters`, and the
         # published config class defaults it to None.
-        if rope_scaling is not None:
-            raise ValueError(
-                f"LLaDAMoEConfig: rope_scaling={rope_scaling!r} is not implemented for LLaDA-MoE; set it to None."
-            )
+        self.rope_scaling = rope_scaling  # the property below: refuses anything but None
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
         self.clip_qkv = clip_qkv
@@ -202,6 +199,19 @@ class LLaDAMoEConfig(PretrainedConfig):
             fail("hidden_act", self.hidden_act, "is not implemented; LLaDA-MoE uses 'silu' (SwiGLU).")
         if self.mask_token_id is not None and not 0 <= self.mask_token_id < self.vocab_size:
             fail("mask_token_id", self.mask_token_id, f"is outside the vocabulary (size {self.vocab_size}).")
+
+    @property
+    def rope_scaling(self) -> None:
+        """Always None: no RoPE extension is implemented for LLaDA-MoE. Setting another value (also through
+        `from_pretrained(..., rope_scaling=...)`) raises."""
+        return None
+
+    @rope_scaling.setter
+    def rope_scaling(self, value):
+        if value is not None:
+            raise ValueError(
+                f"LLaDAMoEConfig: rope_scaling={value!r} is not implemented for LLaDA-MoE; set it to None."
+            )
 
     @property
     def head_dim(self) -> int:

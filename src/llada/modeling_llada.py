@@ -430,6 +430,12 @@ def _local_model_folder(pretrained_model_name_or_path, kwargs) -> str | None:
         return None
     folder = os.path.normpath(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or ""))
     if not os.path.isdir(folder):
+        path = os.fspath(pretrained_model_name_or_path)
+        # A path that cannot be a Hub id ("name" or "owner/name"): say it is missing, not that the id is malformed.
+        if not os.path.exists(path) and (
+            os.path.isabs(path) or path.startswith(("./", "../", "~", ".\\", "..\\")) or path.count("/") > 1
+        ):
+            raise OSError(f"model path {path} does not exist; pass a folder written by save_pretrained or a Hub id.")
         return None
     if kwargs.get("config") is None and not os.path.isfile(os.path.join(folder, "config.json")):
         raise OSError(
@@ -759,7 +765,8 @@ class LLaDAModelLM(LLaDAGenerationMixin, LLaDALikelihoodMixin, LLaDAPreTrainedMo
         if cls is LLaDAModelLM and getattr(config, "num_experts", None) is not None:
             from .modeling_llada_moe import LLaDAMoEModelLM
 
-            kwargs["config"] = config
+            # The folder's own config is loaded again there unless the caller gave one, so that config overrides
+            # (`from_pretrained(path, router_aux_loss_coef=...)`) reach the config rather than the model's __init__.
             return LLaDAMoEModelLM.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 

@@ -39,7 +39,10 @@ from .modeling_llada import (
     LLaDARMSNorm,
     apply_rotary,
     attention_function,
+    check_document_ids,
     copy_hub_core_files,
+    document_mask_for,
+    document_positions,
     padding_mask_for,
     rotary_cos_sin,
     select_positions,
@@ -348,10 +351,11 @@ class LLaDAMoEModel(LLaDAMoEPreTrainedModel):
         output_hidden_states=None,
         output_router_logits=None,
         validate_inputs: bool = True,
+        document_ids=None,
         **kwargs,
     ) -> LLaDAMoEOutput:
-        """Arguments as `LLaDAModel.forward`, plus `output_router_logits` (return each MoE layer's router logits and
-        selected experts)."""
+        """Arguments as `LLaDAModel.forward` (`document_ids` included), plus `output_router_logits` (return each MoE
+        layer's router logits and selected experts)."""
         if kwargs.pop("output_attentions", False):
             raise ValueError("LLaDA-MoE: output_attentions is not supported; use output_hidden_states=True.")
         kwargs.pop("return_dict", None)
@@ -386,12 +390,20 @@ class LLaDAMoEModel(LLaDAMoEPreTrainedModel):
                     f"LLaDA-MoE: token id {lo if lo < 0 else hi} is outside the vocabulary [0, "
                     f"{self.config.vocab_size}); check that the tokenizer matches the model."
                 )
+        if document_ids is not None:
+            check_document_ids(document_ids, ref.shape[0], total_len, contiguity=validate_inputs)
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if position_ids is None:
+        if position_ids is None and document_ids is not None:
+            position_ids = document_positions(document_ids)[:, window_start : window_start + window]
+        elif position_ids is None:
             position_ids = torch.arange(window_start, window_start + window, device=x.device)[None]
         inv_freq = plain_inv_freq(self.config.rotary_dim, self.config.rope_theta, x.device)
         position_embeddings = rotary_cos_sin(position_ids, inv_freq)
-        mask = padding_mask_for(self.config._attn_implementation, attention_mask, window, x.dtype)
+        implementation = self.config._attn_implementation
+        if document_ids is not None:
+            mask = document_mask_for(implementation, document_ids, attention_mask, window_start, window, x.dtype)
+        else:
+            mask = padding_mask_for(implementation, attention_mask, window, x.dtype)
         hidden_states = (x,) if output_hidden_states else None
         keys, values, router_logits, selected = [], [], [], []
         for layer in self.layers:

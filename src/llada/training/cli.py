@@ -65,7 +65,7 @@ def _add_arguments(parser: argparse.ArgumentParser, objective: str):
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", help="A LLaDA checkpoint folder to start from (sft default: the embedded demo model)."
+        "--model", help="A LLaDA checkpoint folder to start from (sft, vrpo default: the embedded demo model)."
     )
     model.add_argument("--config", help="A config.json for a fresh model (instead of --model).")
     model.add_argument("--tokenizer", help="Tokenizer folder; defaults to the --model folder.")
@@ -316,7 +316,7 @@ def run(args) -> dict:
     from .vrpo import LLaDAVRPOTrainer
 
     fresh = args.config or any(getattr(args, name) is not None for name in SIZE_FLAGS)
-    if args.objective == "sft" and not args.model and not fresh:
+    if args.objective in ("sft", "vrpo") and not args.model and not fresh:
         from ..cli import DEMO_MODEL_DIR
 
         args.model = str(DEMO_MODEL_DIR)  # like every other command: the embedded demo model by default

@@ -136,13 +136,16 @@ def masked_diffusion_loss_rows(
     mask_token_id: int,
     attention_mask: torch.Tensor | None = None,
     validate_inputs: bool = True,
-) -> torch.Tensor:
+    output_router_logits: bool = False,
+):
     """(B,) float32: [ sum over masked i of b of CE / p_b ] / |answer_b| per row (arguments as
-    `masked_diffusion_loss_sum`); minus a row's value is a one-sample estimate of its answer's per-token ELBO."""
-    token_nll, row_of_token, _ = _masked_token_nll(
-        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs
+    `masked_diffusion_loss_sum`, `(rows, model_output)` with `output_router_logits`); minus a row's value is a
+    one-sample estimate of its answer's per-token ELBO."""
+    token_nll, row_of_token, out = _masked_token_nll(
+        model, input_ids, masked, mask_token_id, attention_mask, validate_inputs, output_router_logits
     )
-    return diffusion_loss_rows(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+    rows = diffusion_loss_rows(token_nll, row_of_token, p.float(), maskable.sum(dim=1))
+    return (rows, out) if output_router_logits else rows
 
 
 def _mix_seed(*parts: int) -> int:

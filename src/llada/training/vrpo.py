@@ -161,15 +161,17 @@ def elbo_estimates(
     p: torch.Tensor,
     mask_token_id: int,
     validate_inputs: bool = True,
-) -> torch.Tensor:
-    """(R,) Monte Carlo ELBO of each row's answer (per answer token) from the masks of `sample_elbo_masks`.
+    output_router_logits: bool = False,
+):
+    """(R,) Monte Carlo ELBO of each row's answer (per answer token) from the masks of `sample_elbo_masks`
+    (`(elbos, model_output)` with `output_router_logits`, LLaDA-MoE: for the router losses).
 
     Args:
         input_ids (`torch.LongTensor` of shape `(R, L)`), maskable (`(R, L)` bool): the clean rows and their answers.
         masked (`(R n, L)` bool), p (`(R n,)`): the Monte Carlo masks, n per row, row-major.
     """
     budget = masked.shape[0] // input_ids.shape[0]
-    terms = masked_diffusion_loss_rows(
+    result = masked_diffusion_loss_rows(
         model,
         input_ids.repeat_interleave(budget, dim=0),
         maskable.repeat_interleave(budget, dim=0),
@@ -177,8 +179,11 @@ def elbo_estimates(
         p,
         mask_token_id,
         validate_inputs=validate_inputs,
+        output_router_logits=output_router_logits,
     )  # (R n,)
-    return -terms.view(input_ids.shape[0], budget).mean(dim=1)
+    terms, out = result if output_router_logits else (result, None)
+    elbos = -terms.view(input_ids.shape[0], budget).mean(dim=1)
+    return (elbos, out) if output_router_logits else elbos
 
 
 def _is_peft_model(model) -> bool:
@@ -294,9 +299,21 @@ class LLaDAVRPOTrainer(LLaDATrainer):
         maskable = torch.cat([inputs["chosen_labels"], inputs["rejected_labels"]]) != IGNORE_INDEX  # (2B, L)
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         masked, p = self.sample_elbo_masks(input_ids, maskable, generator)
+        router = self._router_options(model.training)  # LLaDA-MoE: the policy's router losses, as in LLaDATrainer
         policy = elbo_estimates(
-            model, input_ids, maskable, masked, p, self.mask_token_id, validate_inputs=not self._inputs_validated
+            model,
+            input_ids,
+            maskable,
+            masked,
+            p,
+            self.mask_token_id,
+            validate_inputs=not self._inputs_validated,
+            output_router_logits=router is not None,
         )
+        extra = {}
+        if router is not None:
+            policy, out = policy
+            extra["router_loss"] = self._router_loss(out, None, *router)  # per row of the 2 B n scored
         self._inputs_validated = True
         if not self.args.antithetic:
             generator = torch.Generator(device=input_ids.device).manual_seed(_mix_seed(seed, 2))
@@ -311,6 +328,7 @@ class LLaDAVRPOTrainer(LLaDATrainer):
             "policy_rejected": policy[pairs:],
             "reference_chosen": reference[:pairs],
             "reference_rejected": reference[pairs:],
+            **extra,
         }
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -322,10 +340,13 @@ class LLaDAVRPOTrainer(LLaDATrainer):
         chosen_rewards = beta * (terms["policy_chosen"] - terms["reference_chosen"])  # (B,)
         rejected_rewards = beta * (terms["policy_rejected"] - terms["reference_rejected"])
         losses = -F.logsigmoid(chosen_rewards - rejected_rewards)  # (B,)
+        total = losses.sum()
+        if "router_loss" in terms:  # LLaDA-MoE training: weighted per pair, like the preference loss
+            total = total + losses.shape[0] * terms["router_loss"]
         if training and num_items_in_batch is not None:
-            loss = losses.sum() * self.accelerator.num_processes / num_items_in_batch
+            loss = total * self.accelerator.num_processes / num_items_in_batch
         else:
-            loss = losses.mean()
+            loss = total / losses.shape[0]
         self._store_metrics(
             "train" if training else "eval",
             {
