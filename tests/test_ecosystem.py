@@ -50,7 +50,6 @@ print("ok")
     assert result.stdout.strip().endswith("ok")
 
 
-
 def test_moe_names_import_first():
     """`from llada import LLaDAMoEModelLM` as a process's first llada import (the MoE module imports modeling_llada,
     whose registration hook must wait for it), then the Auto classes dispatch both ways."""
@@ -73,6 +72,7 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
 
 @pytest.fixture(scope="module")
 def demo():

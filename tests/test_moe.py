@@ -172,7 +172,6 @@ def test_auto_classes_dispatch_both_ways():
     assert type(LLaDAModelLM.from_pretrained(DENSE_FIXTURE)) is LLaDAModelLM
 
 
-
 def test_dispatch_passes_config_overrides_and_refuses_rope_scaling():
     """`LLaDAModelLM.from_pretrained(moe_folder, field=...)` sets the field, as for a dense folder; rope_scaling, not
     implemented for LLaDA-MoE, is refused by name (not a TypeError from the model's __init__)."""
@@ -183,6 +182,7 @@ def test_dispatch_passes_config_overrides_and_refuses_rope_scaling():
             cls.from_pretrained(FIXTURE, rope_scaling={"rope_type": "ntk", "factor": 4.0})
     assert LLaDAMoEConfig.from_pretrained(FIXTURE).rope_scaling is None
     assert "rope_scaling" not in LLaDAMoEConfig().to_dict()
+
 
 def test_save_keeps_the_published_layout_and_reloads_exactly(model, tmp_path):
     model.save_pretrained(tmp_path)
@@ -413,7 +413,6 @@ def test_expert_bias_update_rule(tmp_path):
         LLaDATrainer(model=tiny_moe_model(), args=args, train_dataset=random_rows(2, 10), data_collator=stack_batch)
 
 
-
 def test_vrpo_adds_router_losses_and_updates_the_expert_bias(tmp_path):
     """VRPO on LLaDA-MoE trains the router like LLaDATrainer: the policy's aux / z losses join the preference loss
     (exactly log 2 + the router term while policy = reference) and are logged; the expert-bias update runs."""
@@ -437,6 +436,7 @@ def test_vrpo_adds_router_losses_and_updates_the_expert_bias(tmp_path):
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == 1 and logged[0]["aux_loss"] > 0 and logged[0]["z_loss"] > 0
     assert bias.abs().sum() > 0  # moved by +-0.25 per expert
+
 
 def test_lora_targets_attention_shared_and_dense_mlps_never_router_or_head():
     from peft import get_peft_model

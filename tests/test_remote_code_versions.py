@@ -161,8 +161,18 @@ def _environment(version: str) -> Path:
     try:
         # Fails within seconds where the package index cannot be reached (CI without network).
         probe_index = _run(
-            [*pip, "download", "--no-deps", "--timeout", "5", "--retries", "0", "-d", str(CACHE / "wheels"),
-             f"transformers=={version}"],
+            [
+                *pip,
+                "download",
+                "--no-deps",
+                "--timeout",
+                "5",
+                "--retries",
+                "0",
+                "-d",
+                str(CACHE / "wheels"),
+                f"transformers=={version}",
+            ],
             timeout=60,
         )
     except subprocess.TimeoutExpired:
@@ -176,9 +186,7 @@ def _environment(version: str) -> Path:
     built = _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     assert built.returncode == 0, built.stderr
     torch_pin = f"torch=={torch.__version__.split('+')[0]}"
-    installed = _run(
-        [str(python), "-m", "pip", "install", "-q", torch_pin, f"transformers=={version}"], timeout=1800
-    )
+    installed = _run([str(python), "-m", "pip", "install", "-q", torch_pin, f"transformers=={version}"], timeout=1800)
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     (venv / "READY").write_text(f"{torch_pin} transformers=={version}\n")
     return python
