@@ -182,10 +182,10 @@ def rope_frequencies(config, seq_len: int | None = None, device=None) -> tuple[t
         for key in ("short_factor", "long_factor"):
             factors = scaling[key]
             if not isinstance(factors, list | tuple) or len(factors) != head_dim // 2:
+                got = f"{len(factors)} numbers" if isinstance(factors, list | tuple) else repr(factors)
                 raise ValueError(
-                    f"LLaDAConfig: rope_scaling {key} must be a list of head_dim / 2 = {head_dim // 2} numbers (one per "
-                    f"rotary pair), got {len(factors) if isinstance(factors, list | tuple) else repr(factors)}"
-                    f"{' numbers' if isinstance(factors, list | tuple) else ''}."
+                    f"LLaDAConfig: rope_scaling {key} must be a list of head_dim / 2 = {head_dim // 2} numbers (one "
+                    f"per rotary pair), got {got}."
                 )
     params = {**scaling, "rope_theta": theta}
     # `dynamic` reads max_position_embeddings as the training length; the others as the target length.
