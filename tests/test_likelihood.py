@@ -162,7 +162,7 @@ def test_systematic_counts_and_tiled_masks():
         (dict(answer_ids=[]), "answer 0 is empty"),
         (dict(answer_ids=list(range(260))), r"= 263, more than max_sequence_length \(256\)"),
         (
-            dict(mc_num=100),
+            dict(mc_num=100, batch_size=16),
             r"mc_num \(100\) must be a multiple of batch_size \(16\) for the published estimator; use mc_num=112",
         ),
         (dict(cfg_scale=1.0, prompt_ids=[]), "prompt 0 is empty but cfg_scale is 1.0"),
@@ -190,3 +190,14 @@ def test_tokenizer_shaped_single_pair_returns_a_float(model):
     assert isinstance(value, float)
     g = torch.Generator().manual_seed(0)
     assert value == model.log_likelihood(prompt[0], answer[0], mc_num=16, generator=g)
+
+
+@pytest.mark.parametrize("mc_num, group", [(4, 4), (24, 12), (128, 16), (7, 7)])
+def test_published_estimator_defaults_to_a_group_that_divides_mc_num(model, mc_num, group):
+    # Without batch_size the published estimator takes 16 when it divides mc_num, else the largest divisor below 16,
+    # and gives exactly what that explicit batch_size gives.
+    default = model.log_likelihood([1, 2, 3], [4, 5], mc_num=mc_num, generator=torch.Generator().manual_seed(0))
+    explicit = model.log_likelihood(
+        [1, 2, 3], [4, 5], mc_num=mc_num, batch_size=group, generator=torch.Generator().manual_seed(0)
+    )
+    assert default == explicit

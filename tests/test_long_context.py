@@ -146,6 +146,16 @@ def test_bad_rope_scaling(scaling, message):
         tiny_config(rope_scaling=scaling)
 
 
+def test_longrope_factor_lists_of_the_wrong_length_are_named():
+    scaling = {"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0], "long_factor": [1.0, 2.0, 4.0, 8.0]}
+    model = _model(rope_scaling=scaling)
+    message = r"short_factor must be a list of head_dim / 2 = 4 numbers \(one per rotary pair\), got 3 numbers"
+    with pytest.raises(ValueError, match=message):
+        rope_frequencies(model.config)
+    with pytest.raises(ValueError, match=message):
+        model(torch.tensor([[1, 2, 3]]))
+
+
 def test_lengths_beyond_the_scaled_maximum_are_refused():
     model = _model(rope_scaling={"rope_type": "ntk", "factor": 2.0})
     with pytest.raises(ValueError, match="exceeds max_sequence_length \\(128\\)"):

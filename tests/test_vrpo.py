@@ -441,6 +441,8 @@ def test_preference_collator_shapes_and_chat_template(tokenizer, caplog):
             },
             "must share every turn",
         ),
+        # The checks shared with SFT name a preference example, not an "SFT example".
+        ({"prompt": "Hello there " * 40, "chosen": "A.", "rejected": "B."}, "^The prompt of Preference example 0 has"),
     ],
 )
 def test_preference_collator_errors(tokenizer, example, message):

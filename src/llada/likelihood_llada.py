@@ -108,6 +108,12 @@ class _PairRows:
 LOGIT_ROWS_PER_CHUNK = 1024
 
 
+def published_group_size(mc_num: int, preferred: int = 16) -> int:
+    """The published estimator's group (rows sharing one stratification offset): `preferred` (the published 16) when
+    it divides `mc_num`, else the largest divisor of `mc_num` below it, so that any `mc_num` works by default."""
+    return max(d for d in range(1, min(preferred, mc_num) + 1) if mc_num % d == 0)
+
+
 class LLaDALikelihoodMixin:
     """Adds `log_likelihood`, the Monte Carlo estimate of the diffusion likelihood bound, to `LLaDAModelLM`."""
 
@@ -117,7 +123,7 @@ class LLaDALikelihoodMixin:
         prompt_ids,
         answer_ids,
         mc_num: int = 128,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         cfg_scale: float = 0.0,
         generator: torch.Generator | None = None,
         estimator: str = "published",
@@ -134,10 +140,11 @@ class LLaDALikelihoodMixin:
                 The answer of one pair, or one answer per pair. Answers must not be empty.
             mc_num (`int`, *optional*, defaults to 128):
                 Monte Carlo rows per pair.
-            batch_size (`int`, *optional*, defaults to 16):
+            batch_size (`int`, *optional*):
                 For `estimator="published"`: the rows that share one stratification offset (the published
-                `batch_size`); `mc_num` must be a multiple of it. Ignored by `"stratified"`. It does not set the
-                forward batch: see `max_batch_tokens`.
+                `batch_size`); `mc_num` must be a multiple of it. Defaults to the published 16 when it divides
+                `mc_num`, else to the largest divisor of `mc_num` below 16. Ignored by `"stratified"`. It does not set
+                the forward batch: see `max_batch_tokens`.
             cfg_scale (`float`, *optional*, defaults to 0.0):
                 Classifier-free guidance weight w: logits = un + (w + 1) (cond - un), where the unconditional input
                 masks the whole prompt. Doubles the compute.
@@ -174,6 +181,8 @@ class LLaDALikelihoodMixin:
                 f"got {len(prompts)} prompts for {len(answers)} answers; pass one prompt per answer or one shared "
                 "prompt."
             )
+        if batch_size is None and isinstance(mc_num, int) and not isinstance(mc_num, bool) and mc_num >= 1:
+            batch_size = published_group_size(mc_num)
         self._check_likelihood_args(prompts, answers, mc_num, batch_size, cfg_scale, estimator, max_batch_tokens)
 
         device = self.get_input_embeddings().weight.device

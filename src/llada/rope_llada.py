@@ -178,6 +178,15 @@ def rope_frequencies(config, seq_len: int | None = None, device=None) -> tuple[t
         return plain_inv_freq(head_dim, theta, device), 1.0
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+    if rope_type == "longrope":
+        for key in ("short_factor", "long_factor"):
+            factors = scaling[key]
+            if not isinstance(factors, list | tuple) or len(factors) != head_dim // 2:
+                got = f"{len(factors)} numbers" if isinstance(factors, list | tuple) else repr(factors)
+                raise ValueError(
+                    f"LLaDAConfig: rope_scaling {key} must be a list of head_dim / 2 = {head_dim // 2} numbers (one "
+                    f"per rotary pair), got {got}."
+                )
     params = {**scaling, "rope_theta": theta}
     # `dynamic` reads max_position_embeddings as the training length; the others as the target length.
     if rope_type == "dynamic":

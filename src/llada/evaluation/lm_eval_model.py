@@ -35,6 +35,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
+from ..likelihood_llada import published_group_size
 from .perplexity import chunk_pairs
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class LLaDAEvalHarness(LM):
         self._device = torch.device(device)
         self.mc_num = int(mc_num)
         if mc_batch_size is None:  # the published group of 16, or the largest divisor of mc_num below it
-            mc_batch_size = max(d for d in range(1, min(16, self.mc_num) + 1) if self.mc_num % d == 0)
+            mc_batch_size = published_group_size(self.mc_num)
         self.mc_batch_size = int(mc_batch_size)
         self.estimator = estimator
         self.cfg_scale = float(cfg_scale)

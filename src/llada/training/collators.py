@@ -8,6 +8,7 @@ supervised (all of a pretraining row; the response and its EOS padding in SFT).
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -229,6 +230,7 @@ class LLaDASFTCollator:
     mask_token_id: int | None = None
     packing: bool = False
     _end_of_turn_ids: list[int] = field(default_factory=list, init=False, repr=False)
+    example_name: ClassVar[str] = "SFT example"  # how errors name an example (subclasses reuse the checks)
 
     def __post_init__(self):
         self.eos_token_id, self.mask_token_id = special_token_ids(
@@ -259,18 +261,18 @@ class LLaDASFTCollator:
             if token_id is not None and token_id != self.tokenizer.unk_token_id:
                 self._end_of_turn_ids = [int(token_id)]
 
-    @staticmethod
-    def messages_of(example: Mapping, index: int = 0) -> list[dict]:
+    @classmethod
+    def messages_of(cls, example: Mapping, index: int = 0) -> list[dict]:
         """The conversation of an example: its `messages`, or a user `prompt` and an assistant `response`."""
+        who = f"{cls.example_name} {index}"
         if not isinstance(example, Mapping):
             raise ValueError(
-                f"SFT example {index} is a {type(example).__name__}; it must be a dict with 'messages' or 'prompt' "
-                "and 'response'."
+                f"{who} is a {type(example).__name__}; it must be a dict with 'messages' or 'prompt' and 'response'."
             )
         if "messages" in example:
             if isinstance(example["messages"], (str, bytes)) or not isinstance(example["messages"], Sequence):
                 raise ValueError(
-                    f"SFT example {index}: 'messages' is a {type(example['messages']).__name__}; it must be a list of "
+                    f"{who}: 'messages' is a {type(example['messages']).__name__}; it must be a list of "
                     "{'role': ..., 'content': ...} dicts."
                 )
             messages = list(example["messages"])
@@ -280,28 +282,26 @@ class LLaDASFTCollator:
                 {"role": "assistant", "content": example["response"]},
             ]
         else:
-            raise ValueError(
-                f"SFT example {index} needs 'messages' or 'prompt' and 'response'; got keys {sorted(example)}."
-            )
+            raise ValueError(f"{who} needs 'messages' or 'prompt' and 'response'; got keys {sorted(example)}.")
         for position, message in enumerate(messages):
             if not isinstance(message, Mapping) or "role" not in message:
                 raise ValueError(
-                    f"SFT example {index}: message {position} is {message!r}; each message must be a dict with 'role' "
+                    f"{who}: message {position} is {message!r}; each message must be a dict with 'role' "
                     "and 'content', e.g. {'role': 'user', 'content': 'Hi'}."
                 )
             if not isinstance(message.get("content"), str):
                 raise ValueError(
-                    f"SFT example {index}: message {position} ({message['role']}) has content "
+                    f"{who}: message {position} ({message['role']}) has content "
                     f"{message.get('content')!r}; the content must be a string."
                 )
         if not messages or messages[-1].get("role") != "assistant":
             role = messages[-1].get("role") if messages else None
             raise ValueError(
-                f"SFT example {index}: the last message must be the assistant's response (got role {role!r}); the "
+                f"{who}: the last message must be the assistant's response (got role {role!r}); the "
                 "response is what the model learns to produce."
             )
         if len(messages) < 2:
-            raise ValueError(f"SFT example {index} has a response but no prompt; add the user turn before it.")
+            raise ValueError(f"{who} has a response but no prompt; add the user turn before it.")
         return messages
 
     def _template_ids(self, messages: list[dict]) -> list[int]:
@@ -310,26 +310,26 @@ class LLaDASFTCollator:
 
     def encode(self, example: Mapping, index: int = 0) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of one example, checked and truncated to `max_length`."""
+        who = f"{self.example_name} {index}"
         messages = self.messages_of(example, index)
         content = messages[-1].get("content")
         if not isinstance(content, str) or not content.strip():
-            raise ValueError(
-                f"SFT example {index} has an empty response ({content!r}); drop the example or write the answer."
-            )
+            raise ValueError(f"{who} has an empty response ({content!r}); drop the example or write the answer.")
         prompt = self._template_ids(messages[:-1])
         response = self.tokenizer(content.strip(), add_special_tokens=False)["input_ids"] + self._end_of_turn_ids
-        _check_no_mask_token(prompt, self.mask_token_id, f"The prompt of SFT example {index}")
-        _check_no_mask_token(response, self.mask_token_id, f"The response of SFT example {index}")
+        _check_no_mask_token(prompt, self.mask_token_id, f"The prompt of {who}")
+        _check_no_mask_token(response, self.mask_token_id, f"The response of {who}")
         if self.max_length is not None:
             if len(prompt) >= self.max_length:
                 raise ValueError(
-                    f"The prompt of SFT example {index} has {len(prompt)} tokens, which leaves no room for a response "
+                    f"The prompt of {who} has {len(prompt)} tokens, which leaves no room for a response "
                     f"within max_length ({self.max_length}); raise max_length or drop/shorten the example."
                 )
             room = self.max_length - len(prompt)
             if len(response) > room:
                 logger.warning(
-                    "SFT example %d: the response (%d tokens) is truncated to %d to fit max_length (%d).",
+                    "%s %d: the response (%d tokens) is truncated to %d to fit max_length (%d).",
+                    self.example_name,
                     index,
                     len(response),
                     room,

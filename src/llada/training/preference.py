@@ -36,6 +36,12 @@ def _as_messages(value, role: str, what: str) -> list[dict]:
     raise ValueError(f"{what} must be a string or a list of chat messages ({{'role', 'content'}}), got {value!r}.")
 
 
+class _PreferenceSide(LLaDASFTCollator):
+    """Renders and checks one side (chosen or rejected) of a preference example as SFT does, naming it as such."""
+
+    example_name = "Preference example"
+
+
 @dataclass
 class LLaDAPreferenceCollator:
     """Preference batches for `LLaDAVRPOTrainer` from trl-shaped examples (see the module docstring).
@@ -71,7 +77,7 @@ class LLaDAPreferenceCollator:
     _sft: LLaDASFTCollator = field(init=False, repr=False)
 
     def __post_init__(self):
-        self._sft = LLaDASFTCollator(
+        self._sft = _PreferenceSide(
             self.tokenizer,
             max_length=self.max_length,
             end_of_turn_token=self.end_of_turn_token,
