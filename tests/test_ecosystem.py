@@ -50,6 +50,45 @@ print("ok")
     assert result.stdout.strip().endswith("ok")
 
 
+def test_subcommand_help_is_lazy():
+    """`llada train [pretrain|sft|vrpo] --help` and `llada eval [ppl] --help` import neither torch nor transformers
+    (`llada.training` and `llada.evaluation` import their names on first access), and still print each parser."""
+    code = """
+import contextlib, io, sys
+from llada.cli import main
+for argv, expected in ((["train"], "pretrain,sft,vrpo"), (["train", "pretrain"], "--text-field"),
+                       (["train", "sft"], "--lora-r"), (["train", "vrpo"], "--mc-budget"),
+                       (["eval"], "ppl"), (["eval", "ppl"], "--model")):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(argv + ["--help"])
+        except SystemExit as exit:
+            assert exit.code == 0, (argv, exit.code)
+    assert expected in out.getvalue(), (argv, out.getvalue())
+    heavy = [name for name in ("torch", "transformers", "peft") if name in sys.modules]
+    assert not heavy, (argv, heavy)
+print("ok")
+"""
+    result = _python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("package", ["llada.training", "llada.evaluation"])
+def test_lazy_subpackages_export_every_name(package):
+    """Every name of the lazy subpackages' `__all__` resolves (to the object its module defines) and is in `dir`."""
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        defining = importlib.import_module(f"{package}.{module._LAZY_EXPORTS[name]}")
+        assert getattr(module, name) is getattr(defining, name), name
+    assert set(module.__all__) == set(module._LAZY_EXPORTS) and set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = module.nope
+
+
 def test_moe_names_import_first():
     """`from llada import LLaDAMoEModelLM` as a process's first llada import (the MoE module imports modeling_llada,
     whose registration hook must wait for it), then the Auto classes dispatch both ways."""

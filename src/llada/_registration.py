@@ -151,9 +151,10 @@ def install():
         sys.meta_path.insert(0, _PostImportHook(hooks))
 
 
-def lazy_attribute(package: str, name: str):
-    """Module `__getattr__` body of `llada`: import the module defining `name`."""
-    module = _LAZY_EXPORTS.get(name)
+def lazy_attribute(package: str, name: str, exports: dict[str, str] = _LAZY_EXPORTS):
+    """Module `__getattr__` body of `llada` (or of a subpackage, with its own `exports`: public name -> module):
+    import the module defining `name`."""
+    module = exports.get(name)
     if module is None:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f".{module}", package), name)
