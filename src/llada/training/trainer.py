@@ -231,15 +231,19 @@ class LLaDATrainer(Trainer):
 
     # ---- the accumulated batch size ------------------------------------------------------------------------------
 
+    # The batch key whose rows the loss is averaged over (the VRPO trainer counts pairs: "chosen_input_ids").
+    batch_rows_key = "input_ids"
+
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
-        """The micro-batches of one optimizer step and the number of rows they hold on all processes together."""
+        """The micro-batches of one optimizer step and the number of rows (of `batch_rows_key`) they hold on all
+        processes together."""
         batch_samples = []
         for _ in range(num_batches):
             try:
                 batch_samples.append(next(epoch_iterator))
             except StopIteration:
                 break
-        rows = torch.tensor(sum(len(batch["input_ids"]) for batch in batch_samples), device=device)
+        rows = torch.tensor(sum(len(batch[self.batch_rows_key]) for batch in batch_samples), device=device)
         if self.args.world_size > 1:
             rows = self.accelerator.gather(rows).sum()
         return batch_samples, rows

@@ -263,18 +263,7 @@ class LLaDAVRPOTrainer(LLaDATrainer):
 
     # ---- batches -------------------------------------------------------------------------------------------------
 
-    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
-        """The micro-batches of one optimizer step and the number of pairs they hold on all processes together."""
-        batch_samples = []
-        for _ in range(num_batches):
-            try:
-                batch_samples.append(next(epoch_iterator))
-            except StopIteration:
-                break
-        pairs = torch.tensor(sum(len(batch["chosen_input_ids"]) for batch in batch_samples), device=device)
-        if self.args.world_size > 1:
-            pairs = self.accelerator.gather(pairs).sum()
-        return batch_samples, pairs
+    batch_rows_key = "chosen_input_ids"  # the loss is averaged over the pairs of the whole optimizer step
 
     def sample_elbo_masks(
         self, input_ids: torch.Tensor, maskable: torch.Tensor, generator: torch.Generator
