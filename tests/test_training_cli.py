@@ -104,6 +104,31 @@ def test_cli_errors(files, tmp_path, capsys, extra, message):
     assert re.search(message, capsys.readouterr().err)
 
 
+def test_document_mask_and_packing_flags_reach_the_collators(files, tmp_path, monkeypatch):
+    """`pretrain --document-mask` and `sft --packing` train on batches with `document_ids` (attention per document)."""
+    from llada.training import cli
+
+    seen = []
+    original = cli.build_datasets
+
+    def recording(args, tokenizer, config):
+        train, evaluation, collator = original(args, tokenizer, config)
+        seen.append(collator(list(train)))
+        return train, evaluation, collator
+
+    monkeypatch.setattr(cli, "build_datasets", recording)
+    data = ["--data", str(files / "book.txt"), str(files / "more.jsonl"), "--tokenizer", str(files / "tokenizer")]
+    main(["pretrain", *data, *small_model_flags(tmp_path / "pt"), *COMMON, "--max-steps", "1", "--document-mask"])
+    chats = ["--data", str(files / "chats.jsonl"), "--tokenizer", str(files / "tokenizer")]
+    sft_flags = [*small_model_flags(tmp_path / "sft"), "--max-length", "128"]  # room for several samples per row
+    main(["sft", *chats, *sft_flags, *COMMON, "--max-steps", "1", "--packing"])
+    pretrain_batch, sft_batch = seen
+    assert pretrain_batch["document_ids"].shape == pretrain_batch["input_ids"].shape
+    assert pretrain_batch["document_ids"].max() > 0  # a row where one document ends (EOS) and the next starts
+    assert sft_batch["input_ids"].shape[0] < 8  # the 8 samples packed into fewer rows
+    assert sft_batch["document_ids"].max() > 0
+
+
 def test_sft_defaults_to_the_demo_model(files, tmp_path):
     from llada.cli import DEMO_MODEL_DIR
 

@@ -51,6 +51,17 @@ def _add_arguments(parser: argparse.ArgumentParser, objective: str):
     )
     if objective == "pretrain":
         data.add_argument("--text-field", default="text", help="Key of the text in JSON records.")
+        data.add_argument(
+            "--document-mask",
+            action="store_true",
+            help="Attend only within each document of a packed row (documents end at EOS); positions restart.",
+        )
+    if objective == "sft":
+        data.add_argument(
+            "--packing",
+            action="store_true",
+            help="Pack several samples into each row of --max-length; each sample attends only to itself.",
+        )
     if objective == "vrpo":
         vrpo = parser.add_argument_group("VRPO")
         vrpo.add_argument("--beta", type=float, default=0.1, help="Temperature of the preference loss (trl: 0.1).")
@@ -231,15 +242,24 @@ def build_datasets(args, tokenizer, config):
             return packed_pretraining_rows(documents, tokenizer, args.max_length, eos, mask)
 
         collator = LLaDAPretrainingCollator(
-            tokenizer, args.max_length, packed=True, eos_token_id=eos, mask_token_id=mask
+            tokenizer,
+            args.max_length,
+            packed=True,
+            eos_token_id=eos,
+            mask_token_id=mask,
+            document_mask=args.document_mask,
         )
     else:
 
         def load(paths):
             return read_records(paths)
 
-        collator_class = LLaDAPreferenceCollator if args.objective == "vrpo" else LLaDASFTCollator
-        collator = collator_class(tokenizer, args.max_length, eos_token_id=eos, mask_token_id=mask)
+        if args.objective == "vrpo":
+            collator = LLaDAPreferenceCollator(tokenizer, args.max_length, eos_token_id=eos, mask_token_id=mask)
+        else:
+            collator = LLaDASFTCollator(
+                tokenizer, args.max_length, eos_token_id=eos, mask_token_id=mask, packing=args.packing
+            )
     train = load(args.data)
     if not train:
         raise ValueError(f"No training examples in {args.data}.")
