@@ -10,10 +10,9 @@ experts kernels on the 3D expert tensors. Every implementation runs on the same 
 """
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_forward import timed
 
 from llada import LLaDAMoEConfig, LLaDAMoEModelLM
 
@@ -51,19 +50,6 @@ SHAPES = {
     ),
 }
 IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
-
-
-def timed(fn, iters: int, device: str) -> float:
-    times = []
-    for _ in range(iters):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

@@ -9,9 +9,11 @@ one, per generation mode and for one training step:
 
 Writes the counts to benchmarks/results/host_syncs-*.json (`--no-results` to skip).
 
-On a GPU, `torch.cuda.set_sync_debug_mode("warn")` reports the same points as they happen. Reads of tensors that
-live on the host by design (the `cache_position` of the cached step is made with `torch.arange` on the CPU so that
-the model reads its start without a sync) are counted here too and marked by their call site.
+On a GPU, `torch.cuda.set_sync_debug_mode("warn")` reports the same points as they happen. Everything runs on the
+CPU here, so the counter tells host tensors from (would-be) device tensors itself: a copy to the host (`.cpu()`) is a
+read, and what is computed only from host tensors, or made by a factory without a `device` (`torch.arange(a, b)`,
+`torch.tensor(list)`), lives on the host, and reading it costs nothing. (On the CPU `.cpu()` returns the tensor
+itself, so the script avoids streamers, whose `put(x.cpu())` would mark the canvas as a host tensor.)
 """
 
 import argparse
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 from results import RESULTS_DIR, write_results
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from llada import LLaDAConfig, LLaDAModelLM
 
@@ -41,6 +44,7 @@ HOST_READS = {
     torch.Tensor.unique,
     torch.unique,
     torch.repeat_interleave,
+    torch.Tensor.cpu,
 }
 PACKAGE = str(Path(__file__).resolve().parents[1] / "src" / "llada")
 
@@ -51,17 +55,26 @@ class HostReadCounter(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.sites = collections.Counter()
+        self._host = {}  # id -> tensor (kept alive so that ids are not reused) of the tensors on the host
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        on_host = bool(tensors) and all(id(t) in self._host for t in tensors)
         bool_index = (
             func is torch.Tensor.__getitem__
             and len(args) > 1
             and any(isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in _flat(args[1]))
         )
-        if func in HOST_READS or bool_index:
+        if (func in HOST_READS or bool_index) and not on_host:
             self.sites[self._site(func, bool_index)] += 1
-        return func(*args, **kwargs)
+        result = func(*args, **kwargs)
+        host_factory = not tensors and kwargs.get("device") is None
+        if on_host or host_factory or func is torch.Tensor.cpu:
+            for out in tree_flatten(result)[0]:
+                if isinstance(out, torch.Tensor):
+                    self._host[id(out)] = out
+        return result
 
     @staticmethod
     def _site(func, bool_index) -> str:

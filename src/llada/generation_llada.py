@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from transformers import GenerationConfig
 from transformers.utils import ModelOutput, logging
 
-from .masking_llada import num_transfer_tokens
+from .masking_llada import transfer_schedule
 
 logger = logging.get_logger(__name__)
 
@@ -500,7 +500,7 @@ class _Plan:
     factor: float | None
     early_exit: bool
     vocab_size: int | None = None
-    _stop_tensors: dict = field(default_factory=dict)
+    _tensors: dict = field(default_factory=dict)
 
     def window(self, block: int) -> tuple[int, int]:
         """Positions [start, end) of the canvas that block `block` unmasks. Block 0 also holds masks of the input."""
@@ -516,9 +516,7 @@ class _Plan:
         # Never propose the mask token (it would stay a hole) nor a padding row of the embedding (ids >= vocab_size,
         # which no tokenizer produces): their logits are -inf while x0 is drawn, then restored, so the confidences
         # stay those of the published sampler (its outputs are unchanged wherever it did not propose them).
-        banned = [self.mask_id]
-        if self.vocab_size is not None and self.vocab_size < logits.shape[-1]:
-            banned += range(self.vocab_size, logits.shape[-1])
+        banned = self.banned_ids(logits)
         saved = logits[..., banned].clone()  # (B, W, few)
         logits[..., banned] = float("-inf")
         if self.temperature > 0:
@@ -538,12 +536,23 @@ class _Plan:
         confidence = torch.where(candidate, confidence.clamp(min=lowest), float("-inf"))
         return x0, confidence
 
+    def banned_ids(self, logits: torch.Tensor) -> torch.Tensor:
+        """The ids never proposed (the mask id, rows of the embedding >= vocab_size) as an index tensor on the logits'
+        device, made once per call of `generate`."""
+        key = ("banned", str(logits.device), logits.shape[-1])
+        if key not in self._tensors:
+            banned = [self.mask_id]
+            if self.vocab_size is not None and self.vocab_size < logits.shape[-1]:
+                banned += range(self.vocab_size, logits.shape[-1])
+            self._tensors[key] = torch.tensor(banned, device=logits.device)
+        return self._tensors[key]
+
     def stop_tensor(self, device) -> torch.Tensor:
         """The stop ids as a tensor on `device`, made once per call of `generate` (not once per step)."""
         key = str(device)
-        if key not in self._stop_tensors:
-            self._stop_tensors[key] = torch.tensor(self.stop_ids, device=device)
-        return self._stop_tensors[key]
+        if key not in self._tensors:
+            self._tensors[key] = torch.tensor(self.stop_ids, device=device)
+        return self._tensors[key]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -864,9 +873,11 @@ class LLaDAGenerationMixin:
             block_masks = x[:, start:end] == plan.mask_id  # (B, W)
             # Steps beyond the number of masks unmask nothing (the schedule gives them 0 tokens; parallel decoding
             # finishes the block by then): cap the work by the masks, not by `steps` (steps=10**9 stays cheap).
-            steps_here = min(plan.steps_per_block, int(block_masks.sum(dim=1).max()))
-            schedule = num_transfer_tokens(block_masks, max(1, steps_here))  # (B, s)
-            schedule_rows = schedule.T.tolist()  # (s, B) host ints: one sync per block
+            counts = block_masks.sum(dim=1).cpu()  # (B,) on the host: the one sync per block
+            steps_here = min(plan.steps_per_block, int(counts.max()))
+            host_schedule = transfer_schedule(counts, max(1, steps_here))  # (B, s)
+            schedule_rows = host_schedule.T.tolist()  # (s, B) host ints
+            schedule = host_schedule.to(device)
             cache = None
             for j in range(steps_here):
                 parallel = plan.threshold is not None or plan.factor is not None

@@ -99,10 +99,15 @@ def num_transfer_tokens(masked: torch.Tensor, steps: int) -> torch.Tensor:
     Returns:
         (B, steps) int64.
     """
-    n = masked.sum(dim=1, keepdim=True)  # (B, 1)
+    return transfer_schedule(masked.sum(dim=1), steps)
+
+
+def transfer_schedule(counts: torch.Tensor, steps: int) -> torch.Tensor:
+    """`num_transfer_tokens` from the (B,) numbers of masked tokens (on any device, the host included)."""
+    n = counts[:, None]  # (B, 1)
     base = n // steps
     remainder = n % steps
-    j = torch.arange(steps, device=masked.device)[None]  # (1, steps)
+    j = torch.arange(steps, device=counts.device)[None]  # (1, steps)
     return base + (j < remainder).to(base.dtype)
 
 
@@ -188,6 +193,7 @@ __all__ = [
     "mask_exact_counts",
     "mask_probability",
     "num_transfer_tokens",
+    "transfer_schedule",
     "sample_mask_probability",
     "stratified_mask_counts",
     "systematic_mask_counts",
